@@ -1,0 +1,38 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Dependency direction (see docs/ARCHITECTURE in ../shared/DESIGN.md):
+// CPosix ← Posix ← EventRing ← … ← forkscope. Modules on the fork path import
+// no Foundation, Dispatch or Swift concurrency.
+let package = Package(
+    name: "forkscope",
+    products: [
+        .executable(name: "forkscope", targets: ["forkscope"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        .target(name: "CPosix"),
+        .target(name: "Posix", dependencies: ["CPosix"]),
+        .systemLibrary(
+            name: "CCurses",
+            pkgConfig: "ncursesw",
+            providers: [.apt(["libncurses-dev"])]
+        ),
+        .target(name: "EventRing", dependencies: ["Posix", "CPosix"]),
+        .executableTarget(
+            name: "forkscope",
+            dependencies: [
+                "EventRing", "Posix",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        // Spawned by tests: real processes that publish, stall and die on cue,
+        // so no test forks the XCTest process itself.
+        .executableTarget(name: "forkscope-testhost", dependencies: ["EventRing", "Posix", "CPosix"], path: "Sources/ForkscopeTestHost"),
+        .testTarget(name: "PosixTests", dependencies: ["Posix", "CPosix"]),
+        .testTarget(name: "EventRingTests", dependencies: ["EventRing", "Posix", "CPosix"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

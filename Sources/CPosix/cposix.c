@@ -1,0 +1,59 @@
+#define _GNU_SOURCE 1
+#include <sys/socket.h>
+#include <unistd.h>
+#include "cposix.h"
+#include <pthread.h>
+
+static _Atomic uint64_t fork_count = 0;
+static _Atomic int fork_counter_installed = 0;
+static _Atomic pid_t cached_pid = 0;
+static _Thread_local pid_t tls_tid = 0;
+static _Thread_local uint64_t tls_tid_fork_count = UINT64_MAX;
+
+_Atomic int32_t fks_debug_stall_pid = 0;
+
+// Runs in the child right after fork(), with one thread: only atomics here.
+static void on_fork_child(void) {
+    atomic_fetch_add_explicit(&fork_count, 1, memory_order_relaxed);
+    atomic_store_explicit(&cached_pid, 0, memory_order_relaxed);
+}
+
+uint64_t fks_fork_count(void) {
+    return atomic_load_explicit(&fork_count, memory_order_relaxed);
+}
+
+int fks_install_fork_counter(void) {
+    int expected = 0;
+    if (!atomic_compare_exchange_strong(&fork_counter_installed, &expected, 1)) return 0;
+    int rc = pthread_atfork(NULL, NULL, on_fork_child);
+    if (rc != 0) atomic_store(&fork_counter_installed, 0);
+    return rc;
+}
+
+pid_t fks_cached_pid(void) {
+    pid_t pid = atomic_load_explicit(&cached_pid, memory_order_relaxed);
+    if (pid == 0) {
+        pid = getpid();
+        atomic_store_explicit(&cached_pid, pid, memory_order_relaxed);
+    }
+    return pid;
+}
+
+pid_t fks_cached_tid(void) {
+    uint64_t now = atomic_load_explicit(&fork_count, memory_order_relaxed);
+    if (tls_tid_fork_count != now || tls_tid == 0) {
+        tls_tid = fks_gettid();
+        tls_tid_fork_count = now;
+    }
+    return tls_tid;
+}
+
+int fks_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid) {
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return -1;
+    *pid = cred.pid; *uid = cred.uid; *gid = cred.gid;
+    return 0;
+}
+
+int fks_pipe2(int fds[2], int flags) { return pipe2(fds, flags); }

@@ -1,0 +1,99 @@
+import CPosix
+import Glibc
+
+/// Path-based calls. Each error names the call and the path.
+public enum FileSystem {
+    /// The status of `path` itself (a symlink is not followed).
+    /// The corresponding C function is `lstat`.
+    public static func linkStatus(_ path: String) throws(SystemError) -> FileStatus {
+        var st = stat()
+        try path.withCString { nothingOrErrno(system_lstat($0, &st)) }.get("lstat", path: path)
+        return FileStatus(st)
+    }
+
+    /// Creates a directory. The corresponding C function is `mkdir`.
+    public static func makeDirectory(_ path: String, mode: mode_t) throws(SystemError) {
+        try path.withCString { nothingOrErrno(system_mkdir($0, mode)) }.get("mkdir", path: path)
+    }
+
+    /// Removes a file. The corresponding C function is `unlink`.
+    public static func remove(_ path: String) throws(SystemError) {
+        try path.withCString { nothingOrErrno(system_unlink($0)) }.get("unlink", path: path)
+    }
+
+    /// Removes an empty directory. The corresponding C function is `rmdir`.
+    public static func removeDirectory(_ path: String) throws(SystemError) {
+        try path.withCString { nothingOrErrno(system_rmdir($0)) }.get("rmdir", path: path)
+    }
+
+    /// The names in a directory, without `.` and `..`.
+    /// The corresponding C functions are `opendir` and `readdir`.
+    public static func contents(ofDirectory path: String) throws(SystemError) -> [String] {
+        guard let dir = opendir(path) else { throw SystemError("opendir", path: path, .current) }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    /// Whether something exists at `path` (without following a final symlink).
+    public static func exists(_ path: String) -> Bool {
+        (try? linkStatus(path)) != nil
+    }
+
+    /// Reads a small file whole (procfs, sysfs, configuration).
+    public static func readFile(_ path: String, limit: Int = 1 << 26) throws(SystemError) -> [UInt8] {
+        let fd = try FileDescriptor.open(path, O_RDONLY | O_CLOEXEC)
+        defer { try? fd.close() }
+        do { return try fd.readAll(limit: limit) } catch { throw SystemError(error.call, path: path, error.errno) }
+    }
+
+    /// Removes a directory tree that this program created (no symlinks followed).
+    public static func removeTree(_ path: String) throws(SystemError) {
+        let st = try linkStatus(path)
+        if st.isDirectory {
+            for name in try contents(ofDirectory: path) { try removeTree(path + "/" + name) }
+            try removeDirectory(path)
+        } else {
+            try remove(path)
+        }
+    }
+}
+
+/// A memory mapping. Like `FileDescriptor`, unmapping is explicit: a mapping
+/// shared with forked children must not vanish because a value went away.
+public struct MappedRegion: @unchecked Sendable {
+    public let base: UnsafeMutableRawPointer
+    public let length: Int
+
+    /// Maps `length` bytes of `fd` from offset 0.
+    /// The corresponding C function is `mmap`.
+    public static func map(
+        _ fd: FileDescriptor, length: Int, writable: Bool, shared: Bool = true, populate: Bool = false
+    ) throws(SystemError) -> MappedRegion {
+        let prot = writable ? (PROT_READ | PROT_WRITE) : PROT_READ
+        var flags = shared ? MAP_SHARED : MAP_PRIVATE
+        if populate { flags |= MAP_POPULATE }
+        let address = system_mmap(nil, length, prot, flags, fd.rawValue, 0)
+        guard let address, address != MAP_FAILED else { throw SystemError("mmap", .current) }
+        return MappedRegion(base: address, length: length)
+    }
+
+    /// Anonymous memory (private, or shared with forked children).
+    public static func anonymous(length: Int, shared: Bool) throws(SystemError) -> MappedRegion {
+        let flags = (shared ? MAP_SHARED : MAP_PRIVATE) | MAP_ANONYMOUS
+        let address = system_mmap(nil, length, PROT_READ | PROT_WRITE, flags, -1, 0)
+        guard let address, address != MAP_FAILED else { throw SystemError("mmap", .current) }
+        return MappedRegion(base: address, length: length)
+    }
+
+    /// The corresponding C function is `munmap`.
+    public func unmap() throws(SystemError) {
+        try nothingOrErrno(system_munmap(base, length)).get("munmap")
+    }
+}

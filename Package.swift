@@ -33,6 +33,7 @@ let package = Package(
         .executableTarget(name: "forkscope-testhost", dependencies: ["EventRing", "Posix", "CPosix"], path: "Sources/ForkscopeTestHost"),
         .testTarget(name: "PosixTests", dependencies: ["Posix", "CPosix"]),
         .testTarget(name: "EventRingTests", dependencies: ["EventRing", "Posix", "CPosix"]),
+        .testTarget(name: "TerminalSmokeTests", dependencies: ["CCurses"]),
     ],
     swiftLanguageModes: [.v6]
 )

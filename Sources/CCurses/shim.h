@@ -21,6 +21,10 @@ static inline attr_t fks_a_bold(void) { return A_BOLD; }
 static inline attr_t fks_a_reverse(void) { return A_REVERSE; }
 static inline attr_t fks_a_dim(void) { return A_DIM; }
 static inline attr_t fks_a_underline(void) { return A_UNDERLINE; }
+/// Masks for reading cells back (`winchnstr`): the character, and the colour pair.
+static inline chtype fks_a_chartext(void) { return A_CHARTEXT; }
+static inline attr_t fks_a_color(void) { return A_COLOR; }
+static inline int fks_pair_number(attr_t a) { return (int)PAIR_NUMBER(a); }
 static inline chtype fks_acs_hline(void) { return ACS_HLINE; }
 static inline chtype fks_acs_vline(void) { return ACS_VLINE; }
 /// Whether the current locale encodes text as UTF-8 (else ASCII glyphs).

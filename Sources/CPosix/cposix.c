@@ -10,7 +10,9 @@ static _Atomic pid_t cached_pid = 0;
 static _Thread_local pid_t tls_tid = 0;
 static _Thread_local uint64_t tls_tid_fork_count = UINT64_MAX;
 
-_Atomic int32_t fks_debug_stall_pid = 0;
+static _Atomic int32_t debug_stall_pid = 0;
+int32_t fks_debug_stall_pid(void) { return atomic_load_explicit(&debug_stall_pid, memory_order_relaxed); }
+void fks_set_debug_stall_pid(int32_t pid) { atomic_store_explicit(&debug_stall_pid, pid, memory_order_relaxed); }
 
 // Runs in the child right after fork(), with one thread: only atomics here.
 static void on_fork_child(void) {

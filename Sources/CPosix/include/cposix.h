@@ -92,7 +92,8 @@ pid_t fks_cached_pid(void);
 // A ring writer checks this after it has claimed a slot with an odd stamp;
 // when set to the writer's pid, it stops itself with SIGSTOP, so tests can
 // observe a pending write and then kill the writer to see it abandoned.
-extern _Atomic int32_t fks_debug_stall_pid;
+int32_t fks_debug_stall_pid(void);
+void fks_set_debug_stall_pid(int32_t pid);
 
 // MARK: wrappers Glibc lacks or imports poorly.
 

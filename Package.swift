@@ -17,14 +17,14 @@ let package = Package(
         .target(name: "Posix", dependencies: ["CPosix"]),
         .systemLibrary(
             name: "CCurses",
-            pkgConfig: "ncursesw",
             providers: [.apt(["libncurses-dev"])]
         ),
         .target(name: "EventRing", dependencies: ["Posix", "CPosix"]),
+        .target(name: "Dashboard", dependencies: ["EventRing", "Posix"]),
         .executableTarget(
             name: "forkscope",
             dependencies: [
-                "EventRing", "Posix",
+                "EventRing", "Posix", "Dashboard", "CPosix",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

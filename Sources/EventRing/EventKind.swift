@@ -24,7 +24,7 @@ public enum ArgumentType: Sendable, Equatable {
     case outcome
 }
 
-public struct Argument: Sendable, Equatable {
+public struct EventArgument: Sendable, Equatable {
     public let name: String
     public let type: ArgumentType
 }
@@ -106,8 +106,8 @@ public enum EventKind: UInt16, CaseIterable, Sendable {
     }
 
     /// The meaning of args 0..3, in order; unused trailing args are omitted.
-    public var arguments: [Argument] {
-        func a(_ name: String, _ type: ArgumentType) -> Argument { Argument(name: name, type: type) }
+    public var arguments: [EventArgument] {
+        func a(_ name: String, _ type: ArgumentType) -> EventArgument { EventArgument(name: name, type: type) }
         switch self {
         case .processStart: return [a("ppid", .pid), a("role", .role), a("name", .string), a("start_ticks", .count)]
         case .processExit: return [a("status", .count), a("signal", .signal)]

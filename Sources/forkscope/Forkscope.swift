@@ -1,0 +1,14 @@
+import ArgumentParser
+
+// Every command here runs synchronously from main: commands that fork (or
+// spawn processes that fork) must never have started Dispatch or Swift
+// concurrency first (DESIGN.md, fork-safety rules).
+@main
+struct Forkscope: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "forkscope",
+        abstract: "A live view of what a trace exporter does around fork().",
+        subcommands: [Demo.self, Dump.self, Sessions.self, Bench.self, DemoHost.self],
+        defaultSubcommand: Demo.self
+    )
+}

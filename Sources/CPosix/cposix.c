@@ -59,3 +59,8 @@ int fks_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid) {
 }
 
 int fks_pipe2(int fds[2], int flags) { return pipe2(fds, flags); }
+
+char **fks_environ(void) { return environ; }
+int fks_accept4(int fd, struct sockaddr *address, socklen_t *length, int flags) {
+    return accept4(fd, address, length, flags);
+}

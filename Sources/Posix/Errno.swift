@@ -28,6 +28,14 @@ public struct Errno: RawRepresentable, Error, Hashable, Sendable, CustomStringCo
     public static let inProgress = Errno(rawValue: EINPROGRESS)
     public static let timedOut = Errno(rawValue: ETIMEDOUT)
     public static let addressInUse = Errno(rawValue: EADDRINUSE)
+    public static let addressNotAvailable = Errno(rawValue: EADDRNOTAVAIL)
+    public static let alreadyInProgress = Errno(rawValue: EALREADY)
+    public static let alreadyConnected = Errno(rawValue: EISCONN)
+    public static let notConnected = Errno(rawValue: ENOTCONN)
+    public static let nameTooLong = Errno(rawValue: ENAMETOOLONG)
+    public static let notImplemented = Errno(rawValue: ENOSYS)
+    public static let tooManyOpenFiles = Errno(rawValue: EMFILE)
+    public static let noMemory = Errno(rawValue: ENOMEM)
 
     /// The symbolic name, e.g. `EINTR`, for messages a user can search for.
     public var name: String {
@@ -57,6 +65,28 @@ public struct Errno: RawRepresentable, Error, Hashable, Sendable, CustomStringCo
         case ETIMEDOUT: "ETIMEDOUT"
         case EADDRINUSE: "EADDRINUSE"
         case ENOTCONN: "ENOTCONN"
+        case EISCONN: "EISCONN"
+        case EALREADY: "EALREADY"
+        case EADDRNOTAVAIL: "EADDRNOTAVAIL"
+        case EAFNOSUPPORT: "EAFNOSUPPORT"
+        case ECONNABORTED: "ECONNABORTED"
+        case ENETUNREACH: "ENETUNREACH"
+        case EHOSTUNREACH: "EHOSTUNREACH"
+        case ENOTSOCK: "ENOTSOCK"
+        case ENOPROTOOPT: "ENOPROTOOPT"
+        case EOPNOTSUPP: "EOPNOTSUPP"
+        case ENFILE: "ENFILE"
+        case ENOSYS: "ENOSYS"
+        case ENOEXEC: "ENOEXEC"
+        case E2BIG: "E2BIG"
+        case ETXTBSY: "ETXTBSY"
+        case EFAULT: "EFAULT"
+        case EROFS: "EROFS"
+        case ENOTEMPTY: "ENOTEMPTY"
+        case EXDEV: "EXDEV"
+        case ENXIO: "ENXIO"
+        case ENODEV: "ENODEV"
+        case EBUSY: "EBUSY"
         default: "errno \(rawValue)"
         }
     }
@@ -107,6 +137,13 @@ func valueOrErrno<I: FixedWidthInteger>(_ value: I) -> Result<I, Errno> {
 @inline(__always) @usableFromInline
 func nothingOrErrno<I: FixedWidthInteger>(_ value: I) -> Result<Void, Errno> {
     valueOrErrno(value).map { _ in () }
+}
+
+/// For calls that return an error number instead of setting `errno`
+/// (`posix_spawn`, `pthread_sigmask`): 0 is success.
+@inline(__always) @usableFromInline
+func nothingOrErrorNumber(_ value: CInt) -> Result<Void, Errno> {
+    value == 0 ? .success(()) : .failure(Errno(rawValue: value))
 }
 
 /// Calls `body` again while it fails with `EINTR` and `retry` is set.

@@ -142,3 +142,59 @@ public struct FileStatus: Sendable, Equatable {
     public var isRegularFile: Bool { mode & S_IFMT == S_IFREG }
     public var isSymbolicLink: Bool { mode & S_IFMT == S_IFLNK }
 }
+
+// MARK: descriptor flags and readiness
+
+extension FileDescriptor {
+    /// Whether reads and writes return `EAGAIN` instead of blocking.
+    /// The corresponding C function is `fcntl` (`F_GETFL`).
+    public func isNonBlocking() throws(SystemError) -> Bool {
+        try statusFlags() & O_NONBLOCK != 0
+    }
+
+    /// Turns `O_NONBLOCK` on or off, keeping the other status flags.
+    /// The corresponding C function is `fcntl` (`F_GETFL`, `F_SETFL`).
+    public func setNonBlocking(_ enabled: Bool = true) throws(SystemError) {
+        let flags = try statusFlags()
+        let wanted = enabled ? flags | O_NONBLOCK : flags & ~O_NONBLOCK
+        if wanted != flags {
+            try nothingOrErrno(system_fcntl(rawValue, F_SETFL, wanted)).get("fcntl(F_SETFL)")
+        }
+    }
+
+    /// Whether the descriptor is closed when this process execs.
+    /// The corresponding C function is `fcntl` (`F_GETFD`).
+    public func closesOnExec() throws(SystemError) -> Bool {
+        try descriptorFlags() & FD_CLOEXEC != 0
+    }
+
+    /// Turns `FD_CLOEXEC` on or off. A descriptor a spawned child must
+    /// inherit is better handed over with a `Spawn` file action, which
+    /// leaves this flag alone in the parent.
+    /// The corresponding C function is `fcntl` (`F_GETFD`, `F_SETFD`).
+    public func setCloseOnExec(_ enabled: Bool = true) throws(SystemError) {
+        let flags = try descriptorFlags()
+        let wanted = enabled ? flags | FD_CLOEXEC : flags & ~FD_CLOEXEC
+        if wanted != flags {
+            try nothingOrErrno(system_fcntl(rawValue, F_SETFD, wanted)).get("fcntl(F_SETFD)")
+        }
+    }
+
+    func statusFlags() throws(SystemError) -> CInt {
+        try valueOrErrno(system_fcntl(rawValue, F_GETFL)).get("fcntl(F_GETFL)")
+    }
+
+    func descriptorFlags() throws(SystemError) -> CInt {
+        try valueOrErrno(system_fcntl(rawValue, F_GETFD)).get("fcntl(F_GETFD)")
+    }
+
+    /// Waits until this descriptor has one of `events` (`POLLIN`,
+    /// `POLLOUT`) or `deadline` passes; returns the events seen, which may
+    /// include `POLLHUP` and `POLLERR`, or 0 on timeout.
+    /// The corresponding C function is `poll`.
+    public func poll(for events: Int16, deadline: Deadline, retryOnInterrupt: Bool = true) throws(SystemError) -> Int16 {
+        var fds = [pollfd(fd: rawValue, events: events, revents: 0)]
+        let ready = try Posix.poll(&fds, deadline: deadline, retryOnInterrupt: retryOnInterrupt)
+        return ready == 0 ? 0 : fds[0].revents
+    }
+}

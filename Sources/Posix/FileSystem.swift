@@ -29,16 +29,60 @@ public enum FileSystem {
     /// The names in a directory, without `.` and `..`.
     /// The corresponding C functions are `opendir` and `readdir`.
     public static func contents(ofDirectory path: String) throws(SystemError) -> [String] {
-        guard let dir = opendir(path) else { throw SystemError("opendir", path: path, .current) }
-        defer { closedir(dir) }
+        guard let dir = path.withCString({ system_opendir($0) }) else { throw SystemError("opendir", path: path, .current) }
+        defer { _ = system_closedir(dir) }
         var names: [String] = []
-        while let entry = readdir(dir) {
+        while true {
+            // readdir returns nil both at the end and on failure; only errno tells them apart.
+            fks_set_errno(0)
+            guard let entry = system_readdir(dir) else {
+                let errno = Errno.current
+                if errno.rawValue != 0 { throw SystemError("readdir", path: path, errno) }
+                return names
+            }
             let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
                 String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
             }
             if name != "." && name != ".." { names.append(name) }
         }
-        return names
+    }
+
+    /// The target a symbolic link holds (not resolved further).
+    /// The corresponding C function is `readlink`.
+    public static func readSymbolicLink(_ path: String) throws(SystemError) -> String {
+        var capacity = 256
+        while true {
+            // readlink truncates silently: a result that fills the buffer may be cut, so grow and retry.
+            let result: Result<String?, Errno> = withUnsafeTemporaryAllocation(of: CChar.self, capacity: capacity) { buffer in
+                valueOrErrno(path.withCString { system_readlink($0, buffer.baseAddress!, capacity) }).map { count in
+                    count < capacity
+                        ? String(decoding: UnsafeRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(buffer)[..<count]), as: UTF8.self)
+                        : nil
+                }
+            }
+            if let target = try result.get("readlink", path: path) { return target }
+            capacity *= 4
+        }
+    }
+
+    /// Creates a symbolic link at `path` holding `target`.
+    /// The corresponding C function is `symlink`.
+    public static func createSymbolicLink(at path: String, to target: String) throws(SystemError) {
+        try path.withCString { cPath in target.withCString { nothingOrErrno(system_symlink($0, cPath)) } }
+            .get("symlink", path: path)
+    }
+
+    /// Creates a new directory, mode 0700, named `prefix` plus six random
+    /// characters inside `parent`; returns its path.
+    /// The corresponding C function is `mkdtemp`.
+    public static func makeTemporaryDirectory(in parent: String = "/tmp", prefix: String = "forkscope-") throws(SystemError) -> String {
+        let pattern = parent + "/" + prefix + "XXXXXX"
+        var template = Array(pattern.utf8CString)
+        // On failure the template holds whatever name was last tried: report the pattern.
+        guard template.withUnsafeMutableBufferPointer({ system_mkdtemp($0.baseAddress!) != nil }) else {
+            throw SystemError("mkdtemp", path: pattern, .current)
+        }
+        return String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     /// Whether something exists at `path` (without following a final symlink).

@@ -130,4 +130,17 @@ static inline int fks_sigaction(int sig, void (*handler)(int), int flags) {
 static inline void (*fks_sig_dfl(void))(int) { return SIG_DFL; }
 static inline void (*fks_sig_ign(void))(int) { return SIG_IGN; }
 
+// MARK: process descriptors and the environment (added for Posix.Spawn / ProcessControl).
+
+/// pidfd_open(2): a descriptor that polls readable once `pid` has exited, so
+/// a wait can have a deadline without a sleep loop (Linux 5.3+).
+static inline int fks_pidfd_open(pid_t pid, unsigned int flags) {
+    return (int)syscall(SYS_pidfd_open, pid, flags);
+}
+/// The process environment (`environ`): a C global Swift 6 will not read
+/// directly, and whose declaration needs _GNU_SOURCE.
+char **fks_environ(void);
+/// accept4(2), which needs _GNU_SOURCE like pipe2.
+int fks_accept4(int fd, struct sockaddr *address, socklen_t *length, int flags);
+
 #endif

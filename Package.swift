@@ -20,6 +20,7 @@ let package = Package(
             providers: [.apt(["libncurses-dev"])]
         ),
         .target(name: "EventRing", dependencies: ["Posix", "CPosix"]),
+        .target(name: "ForkSafety", dependencies: ["EventRing", "Posix", "CPosix"]),
         .target(name: "Dashboard", dependencies: ["EventRing", "Posix"]),
         .executableTarget(
             name: "forkscope",

@@ -4,11 +4,10 @@
 #include "cposix.h"
 #include <pthread.h>
 
-static _Atomic uint64_t fork_count = 0;
+_Atomic uint64_t fks_fork_counter = 0;
+_Thread_local struct fks_tid_cache fks_tid_cache = { 0, UINT64_MAX };
 static _Atomic int fork_counter_installed = 0;
 static _Atomic pid_t cached_pid = 0;
-static _Thread_local pid_t tls_tid = 0;
-static _Thread_local uint64_t tls_tid_fork_count = UINT64_MAX;
 
 static _Atomic int32_t debug_stall_pid = 0;
 int32_t fks_debug_stall_pid(void) { return atomic_load_explicit(&debug_stall_pid, memory_order_relaxed); }
@@ -16,13 +15,10 @@ void fks_set_debug_stall_pid(int32_t pid) { atomic_store_explicit(&debug_stall_p
 
 // Runs in the child right after fork(), with one thread: only atomics here.
 static void on_fork_child(void) {
-    atomic_fetch_add_explicit(&fork_count, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&fks_fork_counter, 1, memory_order_relaxed);
     atomic_store_explicit(&cached_pid, 0, memory_order_relaxed);
 }
 
-uint64_t fks_fork_count(void) {
-    return atomic_load_explicit(&fork_count, memory_order_relaxed);
-}
 
 int fks_install_fork_counter(void) {
     int expected = 0;
@@ -41,13 +37,10 @@ pid_t fks_cached_pid(void) {
     return pid;
 }
 
-pid_t fks_cached_tid(void) {
-    uint64_t now = atomic_load_explicit(&fork_count, memory_order_relaxed);
-    if (tls_tid_fork_count != now || tls_tid == 0) {
-        tls_tid = fks_gettid();
-        tls_tid_fork_count = now;
-    }
-    return tls_tid;
+pid_t fks_refresh_tid(void) {
+    fks_tid_cache.tid = fks_gettid();
+    fks_tid_cache.fork_count = fks_fork_count();
+    return fks_tid_cache.tid;
 }
 
 int fks_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid) {

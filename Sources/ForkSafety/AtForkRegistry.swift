@@ -1,0 +1,146 @@
+import EventRing
+import Posix
+
+/// A hook's failure, as reported by `Fork.fork()`.
+public struct HookFailure: Error, Equatable, CustomStringConvertible {
+    public let stage: ForkStage
+    public let name: String
+    public let message: String
+    public var description: String { "at-fork \(stage.name) hook \"\(name)\" failed: \(message)" }
+}
+
+/// Handle to one registered hook. Removing it twice, or removing a handle
+/// this registry never issued, does nothing.
+public struct HookHandle: Hashable, Sendable {
+    public let id: UInt64
+    public let stage: ForkStage
+    /// Hooks registered together (a participant's before/parent/child)
+    /// share a group: `parent` runs for a group only if its `before` did.
+    public let group: UInt64
+}
+
+/// The at-fork registry, stages `before`, `parent`, `child`, as in
+/// `pthread_atfork` and dd-trace-rb's `AtForkMonkeyPatch`:
+///
+/// - `before` runs in reverse registration order and stops at the first
+///   failure: the fork is not performed, and `parent` then runs only for the
+///   groups whose `before` succeeded (never unlock what was not locked).
+/// - `parent` and `child` run in registration order; all entries run, and
+///   the first failure is reported after all ran.
+///
+/// Copy-on-write: a run works on the list as it was when the run started,
+/// so a hook that registers or removes hooks changes only later runs.
+public final class AtForkRegistry: @unchecked Sendable {
+    public typealias Hook = () throws -> Void
+
+    struct Entry {
+        let handle: HookHandle
+        let name: String
+        let nameRef: UInt64
+        let hook: Hook
+    }
+
+    /// The process's registry, used by `Fork.fork()` by default.
+    public static let shared = AtForkRegistry()
+
+    /// Guards `entries` and `nextID`; also held across the fork() call
+    /// itself, so no thread is mid-registration when the child is made.
+    let lock = Lock()
+    private var entries: [Entry] = []
+    private var nextID: UInt64 = 1
+
+    public init() {}
+
+    /// Registers one hook; returns its handle.
+    @discardableResult
+    public func register(_ stage: ForkStage, name: String, _ hook: @escaping Hook) -> HookHandle {
+        register([(stage, hook)], name: name)[0]
+    }
+
+    /// Registers hooks of several stages as one group (one participant).
+    public func register(_ hooks: [(ForkStage, Hook)], name: String) -> [HookHandle] {
+        let nameRef = Telemetry.intern(name)
+        let handles: [HookHandle] = lock.withLock {
+            let group = nextID
+            var handles: [HookHandle] = []
+            var updated = entries
+            for (stage, hook) in hooks {
+                let handle = HookHandle(id: nextID, stage: stage, group: group)
+                nextID += 1
+                updated.append(Entry(handle: handle, name: name, nameRef: nameRef, hook: hook))
+                handles.append(handle)
+            }
+            entries = updated
+            return handles
+        }
+        for handle in handles { Telemetry.publish(.hookRegistered, handle.stage.rawValue, handle.id, nameRef) }
+        return handles
+    }
+
+    /// Removes a hook; returns whether it was registered.
+    @discardableResult
+    public func remove(_ handle: HookHandle) -> Bool {
+        let found: Bool = lock.withLock {
+            guard let index = entries.firstIndex(where: { $0.handle == handle }) else { return false }
+            var updated = entries
+            updated.remove(at: index)
+            entries = updated
+            return true
+        }
+        Telemetry.publish(.hookRemoved, handle.stage.rawValue, handle.id, found ? 1 : 0)
+        return found
+    }
+
+    /// How many hooks of `stage` are registered (all stages when nil).
+    public func count(_ stage: ForkStage? = nil) -> Int {
+        lock.withLock { entries.filter { stage == nil || $0.handle.stage == stage }.count }
+    }
+
+    private func snapshot(_ stage: ForkStage) -> [Entry] {
+        lock.withLock { entries.filter { $0.handle.stage == stage } }
+    }
+
+    /// Runs `before` hooks, newest first, stopping at the first failure.
+    /// Returns the groups whose `before` succeeded, and the failure if any.
+    func runBefore(generation: UInt32) -> (succeeded: Set<UInt64>, failure: HookFailure?) {
+        var succeeded: Set<UInt64> = []
+        for entry in snapshot(.before).reversed() {
+            if let failure = run(entry, generation: generation) { return (succeeded, failure) }
+            succeeded.insert(entry.handle.group)
+        }
+        return (succeeded, nil)
+    }
+
+    /// Runs `parent` hooks in registration order for the groups whose
+    /// `before` succeeded (and for groups that have no `before`).
+    func runParent(succeeded: Set<UInt64>, generation: UInt32) -> HookFailure? {
+        let all = snapshot(.parent)
+        let groupsWithBefore = Set(snapshot(.before).map(\.handle.group))
+        var first: HookFailure? = nil
+        for entry in all where succeeded.contains(entry.handle.group) || !groupsWithBefore.contains(entry.handle.group) {
+            if let failure = run(entry, generation: generation), first == nil { first = failure }
+        }
+        return first
+    }
+
+    /// Runs every `child` hook in registration order.
+    func runChild(generation: UInt32) -> HookFailure? {
+        var first: HookFailure? = nil
+        for entry in snapshot(.child) {
+            if let failure = run(entry, generation: generation), first == nil { first = failure }
+        }
+        return first
+    }
+
+    private func run(_ entry: Entry, generation: UInt32) -> HookFailure? {
+        let start = Clock.monotonicNanoseconds()
+        do {
+            try entry.hook()
+            Telemetry.publish(.hookRun, generation: generation, entry.handle.stage.rawValue, entry.nameRef, Outcome.ok.rawValue, microsSince(start))
+            return nil
+        } catch {
+            Telemetry.publish(.hookRun, generation: generation, entry.handle.stage.rawValue, entry.nameRef, Outcome.failed.rawValue, microsSince(start))
+            return HookFailure(stage: entry.handle.stage, name: entry.name, message: "\(error)")
+        }
+    }
+}

@@ -1,0 +1,163 @@
+import CPosix
+import EventRing
+import Glibc
+import Posix
+
+/// Why `Fork.fork()` or `Fork.daemon()` did not produce a child.
+public enum ForkError: Error, Equatable, CustomStringConvertible {
+    /// A `before` hook failed: no fork happened; `parent` ran for the
+    /// hooks whose `before` had succeeded.
+    case hookFailed(HookFailure)
+    /// fork() itself failed (e.g. EAGAIN); `parent` ran for every hook.
+    case forkFailed(Errno)
+
+    public var description: String {
+        switch self {
+        case .hookFailed(let failure): "fork not performed: \(failure)"
+        case .forkFailed(let errno): "fork() failed: \(errno)"
+        }
+    }
+}
+
+public enum ForkOutcome: Equatable, Sendable {
+    case parent(child: pid_t)
+    case child
+}
+
+/// The fork entry points: fork() wrapped in the at-fork stages, each
+/// published into the ring. The function that really forks is injectable
+/// so tests can make it fail (as root, RLIMIT_NPROC does not apply).
+public enum Fork {
+    public typealias ForkFunction = @Sendable () -> pid_t
+
+    public static let systemFork: ForkFunction = { Glibc.fork() }
+
+    /// How many `Fork.fork()`/`daemon()` children separate this process
+    /// from the first one: the generation stamped on fork events.
+    nonisolated(unsafe) public private(set) static var generation: UInt32 = 0
+
+    /// before → fork() → parent or child.
+    public static func fork(
+        registry: AtForkRegistry = .shared, using forkFunction: ForkFunction = systemFork
+    ) throws(ForkError) -> ForkOutcome {
+        let started = Clock.monotonicNanoseconds()
+        Telemetry.publish(.forkBeforeStart, generation: generation, UInt64(registry.count(.before)))
+        let (succeeded, failure) = registry.runBefore(generation: generation)
+        if let failure {
+            Telemetry.publish(.forkBeforeEnd, generation: generation, Outcome.failed.rawValue, microsSince(started), 1)
+            Telemetry.publish(.forkFailed, generation: generation, 0, ForkStage.before.rawValue)
+            _ = registry.runParent(succeeded: succeeded, generation: generation)
+            throw .hookFailed(failure)
+        }
+        Telemetry.publish(.forkBeforeEnd, generation: generation, Outcome.ok.rawValue, microsSince(started), 0)
+
+        // Hold the registry lock across fork() so the child never inherits
+        // it mid-registration; the child re-initialises it instead.
+        registry.lock.lock()
+        let pid = forkFunction()
+        if pid < 0 {
+            let errno = Errno.current
+            registry.lock.unlock()
+            Telemetry.publish(.forkFailed, generation: generation, UInt64(errno.rawValue), ForkStage.parent.rawValue)
+            // Run parent so nothing quiesced in before stays locked.
+            _ = registry.runParent(succeeded: succeeded, generation: generation)
+            throw .forkFailed(errno)
+        }
+        if pid == 0 {
+            registry.lock.reinitializeInChild()
+            enterChild(registry: registry, parent: getppid())
+            return .child
+        }
+        registry.lock.unlock()
+        Telemetry.publish(.forkParent, generation: generation, UInt64(pid: pid), microsSince(started))
+        _ = registry.runParent(succeeded: succeeded, generation: generation)
+        return .parent(child: pid)
+    }
+
+    /// before → fork → setsid → fork → child, in the grandchild only. The
+    /// original process and the intermediate one exit (so, as in the seed,
+    /// `parent` is intentionally not run). Returns in the daemon; the
+    /// caller's process never returns from a successful call.
+    ///
+    /// Before exiting, the original process waits for the intermediate one,
+    /// so the daemon exists by the time it exits. Standard input, output
+    /// and error of the daemon go to `/dev/null` or to `logPath`.
+    public static func daemon(
+        registry: AtForkRegistry = .shared, logPath: String? = nil, using forkFunction: ForkFunction = systemFork
+    ) throws(ForkError) -> Never? {
+        let started = Clock.monotonicNanoseconds()
+        Telemetry.publish(.forkBeforeStart, generation: generation, UInt64(registry.count(.before)))
+        let (succeeded, failure) = registry.runBefore(generation: generation)
+        if let failure {
+            Telemetry.publish(.forkBeforeEnd, generation: generation, Outcome.failed.rawValue, microsSince(started), 1)
+            _ = registry.runParent(succeeded: succeeded, generation: generation)
+            throw .hookFailed(failure)
+        }
+        Telemetry.publish(.forkBeforeEnd, generation: generation, Outcome.ok.rawValue, microsSince(started), 0)
+        registry.lock.lock()
+        let first = forkFunction()
+        if first < 0 {
+            let errno = Errno.current
+            registry.lock.unlock()
+            Telemetry.publish(.forkFailed, generation: generation, UInt64(errno.rawValue), ForkStage.parent.rawValue)
+            _ = registry.runParent(succeeded: succeeded, generation: generation)
+            throw .forkFailed(errno)
+        }
+        if first > 0 {
+            // The original process: its part ends here.
+            _ = try? ProcessControl.wait(for: first)
+            _exit(0)
+        }
+        // Intermediate: lead a new session, fork the daemon, leave.
+        setsid()
+        let second = forkFunction()
+        if second != 0 { _exit(second > 0 ? 0 : 1) }
+        registry.lock.reinitializeInChild()
+        redirectStandardStreams(to: logPath)
+        enterChild(registry: registry, parent: getppid())
+        return nil
+    }
+
+    private static func enterChild(registry: AtForkRegistry, parent: pid_t) {
+        generation += 1
+        Telemetry.publish(.forkChild, generation: generation, UInt64(pid: parent), UInt64(generation))
+        _ = registry.runChild(generation: generation)
+    }
+
+    private static func redirectStandardStreams(to logPath: String?) {
+        let input = try? FileDescriptor.open("/dev/null", O_RDONLY | O_CLOEXEC)
+        let output = try? logPath.map { path throws(SystemError) in
+            try FileDescriptor.open(path, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, mode: 0o600)
+        } ?? FileDescriptor.open("/dev/null", O_WRONLY | O_CLOEXEC)
+        if let input { try? input.duplicate(as: .standardInput); try? input.close() }
+        if let output {
+            try? output.duplicate(as: .standardOutput)
+            try? output.duplicate(as: .standardError)
+            try? output.close()
+        }
+    }
+}
+
+/// Fork detection without hooks (the approach of the second seed document):
+/// the ring's `pthread_atfork` child handler bumps a per-process counter on
+/// every fork(), even one that bypassed `Fork.fork()`. An object that saved
+/// the counter sees the change on its next use with one load.
+public struct ForkObserver: Sendable {
+    private var seen: UInt64
+
+    public init() {
+        _ = fks_install_fork_counter()
+        seen = fks_fork_count()
+    }
+
+    /// True once after each fork that this observer has not yet seen.
+    public mutating func forkedSinceLastCheck() -> Bool {
+        let now = fks_fork_count()
+        if now == seen { return false }
+        seen = now
+        return true
+    }
+
+    /// Marks the current fork count as handled (the child hook ran).
+    public mutating func acknowledge() { seen = fks_fork_count() }
+}

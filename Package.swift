@@ -33,7 +33,9 @@ let package = Package(
         // so no test forks the XCTest process itself.
         .executableTarget(name: "forkscope-testhost", dependencies: ["EventRing", "Posix", "CPosix"], path: "Sources/ForkscopeTestHost"),
         .testTarget(name: "PosixTests", dependencies: ["Posix", "CPosix"]),
-        .testTarget(name: "EventRingTests", dependencies: ["EventRing", "Posix", "CPosix"]),
+        .target(name: "TestSupport", dependencies: ["EventRing", "Posix"], path: "Tests/TestSupport"),
+        .testTarget(name: "EventRingTests", dependencies: ["EventRing", "Posix", "CPosix", "TestSupport"]),
+        .testTarget(name: "ForkscopeCLITests", dependencies: ["EventRing", "Posix", "TestSupport"]),
         .testTarget(name: "TerminalSmokeTests", dependencies: ["CCurses"]),
     ],
     swiftLanguageModes: [.v6]

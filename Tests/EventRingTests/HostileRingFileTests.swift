@@ -1,6 +1,7 @@
 @testable import EventRing
 import Glibc
 import Posix
+import TestSupport
 import XCTest
 
 /// A reader treats the file as hostile: every malformed file gives one

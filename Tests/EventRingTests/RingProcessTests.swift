@@ -2,6 +2,7 @@ import CPosix
 @testable import EventRing
 import Glibc
 import Posix
+import TestSupport
 import XCTest
 
 /// The ring under real processes: concurrent writers, a writer stopped or
@@ -12,7 +13,7 @@ final class RingProcessTests: XCTestCase {
         let ring = try scratch.createRing(RingConfiguration(laneCount: 4, slotsPerLane: 1 << 16, stringBytes: 4096))
         defer { ring.unmap() }
         let count = 1_000_000
-        let hosts = try (0..<2).map { _ in try HostProcess(["publish", scratch.ringPath, String(count)]) }
+        let hosts = try (0..<2).map { _ in try SpawnedProcess(["publish", scratch.ringPath, String(count)]) }
         for host in hosts { try host.send("g") }  // start both together
         for host in hosts {
             XCTAssertEqual(try host.readLine(within: 60), "done 0", "no event dropped")
@@ -36,7 +37,7 @@ final class RingProcessTests: XCTestCase {
         let scratch = try ScratchSession()
         let ring = try scratch.createRing()
         defer { ring.unmap() }
-        let host = try HostProcess(["stall", scratch.ringPath])
+        let host = try SpawnedProcess(["stall", scratch.ringPath])
         XCTAssertEqual(try host.wait(untraced: true), .stopped(SIGSTOP), "the writer stopped inside its publish")
 
         let following = try RingReader(path: scratch.ringPath)
@@ -61,7 +62,7 @@ final class RingProcessTests: XCTestCase {
         let scratch = try ScratchSession()
         let ring = try scratch.createRing()
         defer { ring.unmap() }
-        let host = try HostProcess(["stall", scratch.ringPath])
+        let host = try SpawnedProcess(["stall", scratch.ringPath])
         XCTAssertEqual(try host.wait(untraced: true), .stopped(SIGSTOP))
         let following = try RingReader(path: scratch.ringPath)
         var events: [Event] = []
@@ -80,7 +81,7 @@ final class RingProcessTests: XCTestCase {
         let ring = try scratch.createRing(RingConfiguration(laneCount: 2, slotsPerLane: 1 << 19, stringBytes: 4096))
         defer { ring.unmap() }
         let count = 300_000
-        let host = try HostProcess(["signals", scratch.ringPath, String(count)])
+        let host = try SpawnedProcess(["signals", scratch.ringPath, String(count)])
         let report = try host.readLine(within: 60).split(separator: " ")
         XCTAssertEqual(try host.wait(), .exited(0))
         XCTAssertEqual(report.count, 4)
@@ -100,17 +101,17 @@ final class RingProcessTests: XCTestCase {
         let scratch = try ScratchSession()
         let ring = try scratch.createRing(RingConfiguration(laneCount: 2, slotsPerLane: 16, stringBytes: 256))
         defer { ring.unmap() }
-        let first = try HostProcess(["hold", scratch.ringPath])
-        let second = try HostProcess(["hold", scratch.ringPath])
+        let first = try SpawnedProcess(["hold", scratch.ringPath])
+        let second = try SpawnedProcess(["hold", scratch.ringPath])
         XCTAssertEqual(try first.readLine(), "held")
         XCTAssertEqual(try second.readLine(), "held")
-        let third = try HostProcess(["hold", scratch.ringPath])
+        let third = try SpawnedProcess(["hold", scratch.ringPath])
         XCTAssertEqual(try third.readLine(), "dropped laneExhausted")
         var events: [Event] = []
         XCTAssertEqual(try RingReader(path: scratch.ringPath).readNew(into: &events).laneExhausted, 1, "the drop is counted")
 
         first.kill()
-        let fourth = try HostProcess(["hold", scratch.ringPath])
+        let fourth = try SpawnedProcess(["hold", scratch.ringPath])
         XCTAssertEqual(try fourth.readLine(), "held", "the dead owner's lane was reclaimed")
         events.removeAll()
         let accounting = try RingReader(path: scratch.ringPath).readNew(into: &events)
@@ -123,7 +124,7 @@ final class RingProcessTests: XCTestCase {
         let scratch = try ScratchSession()
         let ring = try scratch.createRing()
         defer { ring.unmap() }
-        let host = try HostProcess(["fork-raw", scratch.ringPath])
+        let host = try SpawnedProcess(["fork-raw", scratch.ringPath])
         let report = try host.readLine().split(separator: " ")
         XCTAssertEqual(try host.wait(), .exited(0))
         XCTAssertEqual(report.first, "child")

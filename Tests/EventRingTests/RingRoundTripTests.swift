@@ -2,6 +2,7 @@ import CPosix
 @testable import EventRing
 import Glibc
 import Posix
+import TestSupport
 import XCTest
 
 final class RingRoundTripTests: XCTestCase {

@@ -4,11 +4,11 @@ import Posix
 import XCTest
 
 /// A private session root per test, removed afterwards.
-final class ScratchSession {
-    let root: String
-    let session: SessionDirectory
+public final class ScratchSession {
+    public let root: String
+    public let session: SessionDirectory
 
-    init(_ name: String = #function) throws {
+    public init(_ name: String = #function) throws {
         var template = Array("/tmp/forkscope-test-XXXXXX".utf8CString)
         guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
             throw SystemError("mkdtemp", path: "/tmp", .current)
@@ -17,9 +17,9 @@ final class ScratchSession {
         session = try SessionDirectory.create(name: "s", root: root)
     }
 
-    var ringPath: String { session.ringPath }
+    public var ringPath: String { session.ringPath }
 
-    func createRing(_ configuration: RingConfiguration = RingConfiguration(laneCount: 8, slotsPerLane: 64, stringBytes: 4096)) throws -> Ring {
+    public func createRing(_ configuration: RingConfiguration = RingConfiguration(laneCount: 8, slotsPerLane: 64, stringBytes: 4096)) throws -> Ring {
         try Ring.create(at: ringPath, configuration: configuration)
     }
 
@@ -28,7 +28,7 @@ final class ScratchSession {
 
 extension RingReader {
     /// Reads everything now in the ring, merged by time.
-    func readAll() throws -> ([Event], RingAccounting) {
+    public func readAll() throws -> ([Event], RingAccounting) {
         var events: [Event] = []
         let accounting = try readNew(into: &events)
         RingReader.merge(&events)

@@ -142,22 +142,26 @@ public enum Fork {
 /// the ring's `pthread_atfork` child handler bumps a per-process counter on
 /// every fork(), even one that bypassed `Fork.fork()`. An object that saved
 /// the counter sees the change on its next use with one load.
-public struct ForkObserver: Sendable {
-    private var seen: UInt64
+public final class ForkObserver: @unchecked Sendable {
+    private let seen: UnsafeMutablePointer<UInt64>
 
     public init() {
         _ = fks_install_fork_counter()
-        seen = fks_fork_count()
+        seen = .allocate(capacity: 1)
+        seen.initialize(to: fks_fork_count())
     }
 
-    /// True once after each fork that this observer has not yet seen.
-    public mutating func forkedSinceLastCheck() -> Bool {
+    deinit { seen.deallocate() }
+
+    /// True for exactly one caller after each fork this observer has not
+    /// yet seen (compare-and-swap: concurrent callers cannot both recover).
+    public func claimUnseenFork() -> Bool {
         let now = fks_fork_count()
-        if now == seen { return false }
-        seen = now
-        return true
+        var old = fks_load_acquire_u64(seen)
+        if old == now { return false }
+        return fks_cas_u64(seen, &old, now)
     }
 
     /// Marks the current fork count as handled (the child hook ran).
-    public mutating func acknowledge() { seen = fks_fork_count() }
+    public func acknowledge() { fks_store_release_u64(seen, fks_fork_count()) }
 }

@@ -41,34 +41,12 @@ public enum Fork {
         registry: AtForkRegistry = .shared, using forkFunction: ForkFunction = systemFork
     ) throws(ForkError) -> ForkOutcome {
         let started = Clock.monotonicNanoseconds()
-        Telemetry.publish(.forkBeforeStart, generation: generation, UInt64(registry.count(.before)))
-        let (succeeded, failure) = registry.runBefore(generation: generation)
-        if let failure {
-            Telemetry.publish(.forkBeforeEnd, generation: generation, Outcome.failed.rawValue, microsSince(started), 1)
-            Telemetry.publish(.forkFailed, generation: generation, 0, ForkStage.before.rawValue)
-            _ = registry.runParent(succeeded: succeeded, generation: generation)
-            throw .hookFailed(failure)
-        }
-        Telemetry.publish(.forkBeforeEnd, generation: generation, Outcome.ok.rawValue, microsSince(started), 0)
-
-        // Hold the registry lock across fork() so the child never inherits
-        // it mid-registration; the child re-initialises it instead.
-        registry.lock.lock()
-        let pid = forkFunction()
-        if pid < 0 {
-            let errno = Errno.current
-            registry.lock.unlock()
-            Telemetry.publish(.forkFailed, generation: generation, UInt64(errno.rawValue), ForkStage.parent.rawValue)
-            // Run parent so nothing quiesced in before stays locked.
-            _ = registry.runParent(succeeded: succeeded, generation: generation)
-            throw .forkFailed(errno)
-        }
+        let succeeded = try runBefore(registry)
+        let pid = try forkHoldingRegistry(registry, succeeded: succeeded, forkFunction)
         if pid == 0 {
-            registry.lock.reinitializeInChild()
             enterChild(registry: registry, parent: getppid())
             return .child
         }
-        registry.lock.unlock()
         Telemetry.publish(.forkParent, generation: generation, UInt64(pid: pid), microsSince(started))
         _ = registry.runParent(succeeded: succeeded, generation: generation)
         return .parent(child: pid)
@@ -85,24 +63,8 @@ public enum Fork {
     public static func daemon(
         registry: AtForkRegistry = .shared, logPath: String? = nil, using forkFunction: ForkFunction = systemFork
     ) throws(ForkError) -> Never? {
-        let started = Clock.monotonicNanoseconds()
-        Telemetry.publish(.forkBeforeStart, generation: generation, UInt64(registry.count(.before)))
-        let (succeeded, failure) = registry.runBefore(generation: generation)
-        if let failure {
-            Telemetry.publish(.forkBeforeEnd, generation: generation, Outcome.failed.rawValue, microsSince(started), 1)
-            _ = registry.runParent(succeeded: succeeded, generation: generation)
-            throw .hookFailed(failure)
-        }
-        Telemetry.publish(.forkBeforeEnd, generation: generation, Outcome.ok.rawValue, microsSince(started), 0)
-        registry.lock.lock()
-        let first = forkFunction()
-        if first < 0 {
-            let errno = Errno.current
-            registry.lock.unlock()
-            Telemetry.publish(.forkFailed, generation: generation, UInt64(errno.rawValue), ForkStage.parent.rawValue)
-            _ = registry.runParent(succeeded: succeeded, generation: generation)
-            throw .forkFailed(errno)
-        }
+        let succeeded = try runBefore(registry)
+        let first = try forkHoldingRegistry(registry, succeeded: succeeded, forkFunction)
         if first > 0 {
             // The original process: its part ends here.
             _ = try? ProcessControl.wait(for: first)
@@ -112,10 +74,48 @@ public enum Fork {
         setsid()
         let second = forkFunction()
         if second != 0 { _exit(second > 0 ? 0 : 1) }
-        registry.lock.reinitializeInChild()
         redirectStandardStreams(to: logPath)
         enterChild(registry: registry, parent: getppid())
         return nil
+    }
+
+    /// The `before` stage, published; on failure `parent` runs for the
+    /// groups whose `before` succeeded and the fork is not performed.
+    private static func runBefore(_ registry: AtForkRegistry) throws(ForkError) -> Set<UInt64> {
+        let started = Clock.monotonicNanoseconds()
+        Telemetry.publish(.forkBeforeStart, generation: generation, UInt64(registry.count(.before)))
+        let (succeeded, failure) = registry.runBefore(generation: generation)
+        if let failure {
+            Telemetry.publish(.forkBeforeEnd, generation: generation, Outcome.failed.rawValue, microsSince(started), 1)
+            Telemetry.publish(.forkFailed, generation: generation, 0, ForkStage.before.rawValue)
+            _ = registry.runParent(succeeded: succeeded, generation: generation)
+            throw .hookFailed(failure)
+        }
+        Telemetry.publish(.forkBeforeEnd, generation: generation, Outcome.ok.rawValue, microsSince(started), 0)
+        return succeeded
+    }
+
+    /// Calls fork() holding the registry lock, so the child never inherits
+    /// it mid-registration (the child re-initialises it; the parent
+    /// unlocks). A failed fork() runs `parent`, so nothing quiesced in
+    /// `before` stays locked.
+    private static func forkHoldingRegistry(
+        _ registry: AtForkRegistry, succeeded: Set<UInt64>, _ forkFunction: ForkFunction
+    ) throws(ForkError) -> pid_t {
+        registry.lock.lock()
+        let pid = forkFunction()
+        if pid == 0 {
+            registry.lock.reinitializeInChild()
+            return 0
+        }
+        registry.lock.unlock()
+        if pid < 0 {
+            let errno = Errno.current
+            Telemetry.publish(.forkFailed, generation: generation, UInt64(errno.rawValue), ForkStage.parent.rawValue)
+            _ = registry.runParent(succeeded: succeeded, generation: generation)
+            throw .forkFailed(errno)
+        }
+        return pid
     }
 
     private static func enterChild(registry: AtForkRegistry, parent: pid_t) {

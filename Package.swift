@@ -20,6 +20,7 @@ let package = Package(
             providers: [.apt(["libncurses-dev"])]
         ),
         .target(name: "EventRing", dependencies: ["Posix", "CPosix"]),
+        .target(name: "Wire", dependencies: ["Posix"]),
         .target(name: "ForkSafety", dependencies: ["EventRing", "Posix", "CPosix"]),
         .target(name: "Dashboard", dependencies: ["EventRing", "Posix"]),
         .executableTarget(
@@ -37,6 +38,7 @@ let package = Package(
         .testTarget(name: "EventRingTests", dependencies: ["EventRing", "Posix", "CPosix", "TestSupport"]),
         .testTarget(name: "ForkscopeCLITests", dependencies: ["EventRing", "Posix", "TestSupport"]),
         .testTarget(name: "TerminalSmokeTests", dependencies: ["CCurses"]),
+        .testTarget(name: "WireTests", dependencies: ["Wire", "Posix"]),
     ],
     swiftLanguageModes: [.v6]
 )

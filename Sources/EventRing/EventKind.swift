@@ -183,11 +183,12 @@ public enum CancelReason: UInt64, CaseIterable, Sendable {
 }
 
 public enum DropReason: UInt64, CaseIterable, Sendable {
-    case bufferFull = 1, retriesExhausted = 2, closed = 3, encodingFailed = 4, agentRejected = 5
+    case bufferFull = 1, retriesExhausted = 2, closed = 3, encodingFailed = 4, agentRejected = 5, shutdownDeadline = 6
     public var name: String {
         switch self {
         case .bufferFull: "buffer_full"; case .retriesExhausted: "retries_exhausted"; case .closed: "closed"
         case .encodingFailed: "encoding_failed"; case .agentRejected: "agent_rejected"
+        case .shutdownDeadline: "shutdown_deadline"
         }
     }
 }

@@ -122,6 +122,12 @@ public struct CancellationToken: Sendable {
 
     public var isCancelled: Bool { fks_cancellation_is_cancelled(source.signalSafeState, sequence) }
 
+    /// Why this send was cancelled, or nil while it is not.
+    public var cancelReason: CancelReason? {
+        guard isCancelled else { return nil }
+        return CancelReason(rawValue: fks_load_acquire_u64(UnsafeMutableRawPointer(source.signalSafeState) + 8)) ?? .operatorRequest
+    }
+
     /// Cancels this send (a no-op once it has finished).
     @discardableResult
     public func cancel(reason: CancelReason) -> Bool { source.cancel(sequence: sequence, reason: reason) }

@@ -72,6 +72,15 @@ public final class ForkParticipant: @unchecked Sendable {
         set { policyLock.withLock { _policy = newValue } }
     }
 
+    /// The owner's own child work (e.g. forget an inherited connection),
+    /// run in the child — after a hooked or a detected fork — once the
+    /// locks are fresh and before the runtime restarts. Set before forking.
+    public var resetInChild: (() -> Void)? {
+        get { policyLock.withLock { _resetInChild } }
+        set { policyLock.withLock { _resetInChild = newValue } }
+    }
+    private var _resetInChild: (() -> Void)?
+
     private let registry: AtForkRegistry
     private let observer = ForkObserver()
     private let quiescing: UnsafeMutablePointer<UInt64>
@@ -196,6 +205,7 @@ public final class ForkParticipant: @unchecked Sendable {
             Telemetry.publish(.sendFail, 0, Telemetry.intern("cancellation reset after fork: \(error)"), 0, UInt64(error.errno.rawValue))
         }
         fks_store_release_u64(quiescing, 0)
+        resetInChild?()
         runtime?.rebuildInChild(reason: reason)
     }
 }

@@ -1,0 +1,385 @@
+/// Encoders and decoders for the agent's `/v0.4/traces` and `/v0.5/traces`
+/// MessagePack payloads.
+///
+/// v0.4 (datadog-agent pkg/trace/api/version.go; dd-trace-py
+/// `MsgpackEncoderV04`): an array of traces, each an array of spans, each
+/// span a map keyed by field name.
+///
+/// v0.5 (same sources, `MsgpackEncoderV05`, agent `decoder_v05.go`):
+/// `[strings, traces]` where `strings` is an array whose entry 0 is "" and
+/// each span is a 12-element array — service, name, resource (string
+/// indices), trace_id, span_id, parent_id (uint64), start, duration (int64),
+/// error (int32), meta (map index→index), metrics (map index→float64),
+/// type (string index).
+///
+/// Decoders accept what the agent accepts: nil for a zero value, any integer
+/// width, bin for str, integers for float metrics, a negative int64 for a
+/// uint64 id (Java-era tracers); unknown v0.4 keys are skipped.
+public enum TracePayload {
+    // MARK: v0.4
+
+    public static func encodeV04(_ traces: [[Span]]) -> [UInt8] {
+        let spanCount = traces.reduce(0) { $0 + $1.count }
+        var writer = MessagePackWriter(reservingCapacity: 16 + spanCount * 256)
+        writer.writeArrayHeader(count: traces.count)
+        for trace in traces {
+            writer.writeArrayHeader(count: trace.count)
+            for span in trace { span.encodeV04(into: &writer) }
+        }
+        return writer.bytes
+    }
+
+    public static func decodeV04(_ bytes: [UInt8], limits: TraceDecodingLimits = .default) throws(TracePayloadError) -> [[Span]] {
+        var reader = MessagePackReader(bytes, maxDepth: limits.maxDepth)
+        var budget = limits.maxSpans
+        let traceCount = try reader.payloadArrayHeader()
+        var traces: [[Span]] = []
+        traces.reserveCapacity(min(traceCount, 1024))
+        for _ in 0..<traceCount {
+            let spanCount = try reader.payloadArrayHeader()
+            guard spanCount <= budget else { throw .tooManySpans(limit: limits.maxSpans) }
+            budget -= spanCount
+            var trace: [Span] = []
+            trace.reserveCapacity(min(spanCount, 1024))
+            for _ in 0..<spanCount { trace.append(try Span(decodingV04: &reader)) }
+            traces.append(trace)
+        }
+        try reader.payloadEnd()
+        return traces
+    }
+
+    // MARK: v0.5
+
+    public static func encodeV05(_ traces: [[Span]]) -> [UInt8] {
+        var encoder = TracePayloadV05Encoder()
+        for trace in traces { encoder.append(trace: trace) }
+        return encoder.finish()
+    }
+
+    public static func decodeV05(_ bytes: [UInt8], limits: TraceDecodingLimits = .default) throws(TracePayloadError) -> [[Span]] {
+        var reader = MessagePackReader(bytes, maxDepth: limits.maxDepth)
+        let topOffset = reader.offset
+        let top = try reader.payloadArrayHeader()
+        guard top == 2 else { throw .wrongElementCount(what: "the v0.5 payload", expected: 2, found: top, offset: topOffset) }
+        let stringCount = try reader.payloadArrayHeader()
+        var strings: [String] = []
+        strings.reserveCapacity(min(stringCount, 4096))
+        for _ in 0..<stringCount { strings.append(try reader.lenientString()) }
+
+        var budget = limits.maxSpans
+        let traceCount = try reader.payloadArrayHeader()
+        var traces: [[Span]] = []
+        traces.reserveCapacity(min(traceCount, 1024))
+        for _ in 0..<traceCount {
+            let spanCount = try reader.payloadArrayHeader()
+            guard spanCount <= budget else { throw .tooManySpans(limit: limits.maxSpans) }
+            budget -= spanCount
+            var trace: [Span] = []
+            trace.reserveCapacity(min(spanCount, 1024))
+            for _ in 0..<spanCount { trace.append(try Span(decodingV05: &reader, strings: strings)) }
+            traces.append(trace)
+        }
+        try reader.payloadEnd()
+        return traces
+    }
+}
+
+/// Builds a v0.4 payload a trace at a time (a writer's buffer between
+/// flushes). `finish` returns the payload and starts over.
+public struct TracePayloadV04Encoder: Sendable {
+    /// Room for the largest traces-array header (array 32), filled in at
+    /// `finish`, so traces are written once and never moved per append.
+    static let headerRoom = 5
+    var writer: MessagePackWriter
+    public private(set) var traceCount = 0
+    public private(set) var spanCount = 0
+
+    public init(reservingCapacity capacity: Int = 0) {
+        writer = MessagePackWriter(reservingCapacity: max(capacity, Self.headerRoom))
+        writer.writeEncoded([0, 0, 0, 0, 0])
+    }
+
+    /// Bytes `finish` would return now.
+    public var byteCount: Int { writer.count - Self.headerRoom + Self.arrayHeaderSize(traceCount) }
+
+    public mutating func append(trace: some Collection<Span>) {
+        writer.writeArrayHeader(count: trace.count)
+        for span in trace { span.encodeV04(into: &writer) }
+        traceCount += 1
+        spanCount += trace.count
+    }
+
+    public mutating func finish() -> [UInt8] {
+        var header = MessagePackWriter()
+        header.writeArrayHeader(count: traceCount)
+        var bytes = writer.bytes
+        bytes.replaceSubrange(0..<Self.headerRoom, with: header.bytes)
+        self = TracePayloadV04Encoder(reservingCapacity: bytes.count)
+        return bytes
+    }
+
+    static func arrayHeaderSize(_ count: Int) -> Int { count < 16 ? 1 : count <= 0xffff ? 3 : 5 }
+}
+
+/// Builds a v0.5 payload a trace at a time: strings are interned into the
+/// table as spans are appended; `finish` joins table and traces.
+public struct TracePayloadV05Encoder: Sendable {
+    var strings: [String] = [""]
+    var indices: [String: UInt32] = ["": 0]
+    var body = MessagePackWriter()
+    var stringBytes = 1
+    public private(set) var traceCount = 0
+    public private(set) var spanCount = 0
+
+    public init() {}
+
+    /// Bytes `finish` would return now.
+    public var byteCount: Int {
+        1 + TracePayloadV04Encoder.arrayHeaderSize(strings.count) + stringBytes
+            + TracePayloadV04Encoder.arrayHeaderSize(traceCount) + body.count
+    }
+
+    public mutating func append(trace: some Collection<Span>) {
+        body.writeArrayHeader(count: trace.count)
+        for span in trace {
+            body.writeArrayHeader(count: 12)
+            body.write(index(span.service))
+            body.write(index(span.name))
+            body.write(index(span.resource))
+            body.write(span.traceID)
+            body.write(span.spanID)
+            body.write(span.parentID)
+            body.write(span.start)
+            body.write(span.duration)
+            body.write(span.error)
+            body.writeMapHeader(count: span.meta.count)
+            for (key, value) in span.meta {
+                body.write(index(key))
+                body.write(index(value))
+            }
+            body.writeMapHeader(count: span.metrics.count)
+            for (key, value) in span.metrics {
+                body.write(index(key))
+                body.write(value)
+            }
+            body.write(index(span.type))
+        }
+        traceCount += 1
+        spanCount += trace.count
+    }
+
+    public mutating func finish() -> [UInt8] {
+        var writer = MessagePackWriter(reservingCapacity: byteCount)
+        writer.writeArrayHeader(count: 2)
+        writer.writeArrayHeader(count: strings.count)
+        for string in strings { writer.write(string) }
+        writer.writeArrayHeader(count: traceCount)
+        writer.writeEncoded(body.bytes)
+        self = TracePayloadV05Encoder()
+        return writer.bytes
+    }
+
+    mutating func index(_ string: String) -> UInt32 {
+        if let index = indices[string] { return index }
+        let index = UInt32(strings.count)
+        strings.append(string)
+        indices[string] = index
+        var header = MessagePackWriter()
+        header.writeStringHeader(count: string.utf8.count)
+        stringBytes += header.count + string.utf8.count
+        return index
+    }
+}
+
+// MARK: span encoding
+
+extension Span {
+    /// Field names as MessagePack fixstr bytes, written with one copy each.
+    enum V04Key {
+        static let service: [UInt8] = [0xa7] + Array("service".utf8)
+        static let name: [UInt8] = [0xa4] + Array("name".utf8)
+        static let resource: [UInt8] = [0xa8] + Array("resource".utf8)
+        static let traceID: [UInt8] = [0xa8] + Array("trace_id".utf8)
+        static let spanID: [UInt8] = [0xa7] + Array("span_id".utf8)
+        static let parentID: [UInt8] = [0xa9] + Array("parent_id".utf8)
+        static let start: [UInt8] = [0xa5] + Array("start".utf8)
+        static let duration: [UInt8] = [0xa8] + Array("duration".utf8)
+        static let error: [UInt8] = [0xa5] + Array("error".utf8)
+        static let meta: [UInt8] = [0xa4] + Array("meta".utf8)
+        static let metrics: [UInt8] = [0xa7] + Array("metrics".utf8)
+        static let type: [UInt8] = [0xa4] + Array("type".utf8)
+    }
+
+    /// This span as a v0.4 map of all 12 fields, in span.proto's order.
+    public func encodeV04(into writer: inout MessagePackWriter) {
+        writer.writeMapHeader(count: 12)
+        writer.writeEncoded(V04Key.service)
+        writer.write(service)
+        writer.writeEncoded(V04Key.name)
+        writer.write(name)
+        writer.writeEncoded(V04Key.resource)
+        writer.write(resource)
+        writer.writeEncoded(V04Key.traceID)
+        writer.write(traceID)
+        writer.writeEncoded(V04Key.spanID)
+        writer.write(spanID)
+        writer.writeEncoded(V04Key.parentID)
+        writer.write(parentID)
+        writer.writeEncoded(V04Key.start)
+        writer.write(start)
+        writer.writeEncoded(V04Key.duration)
+        writer.write(duration)
+        writer.writeEncoded(V04Key.error)
+        writer.write(error)
+        writer.writeEncoded(V04Key.meta)
+        writer.writeMapHeader(count: meta.count)
+        for index in meta.indices {
+            writer.write(meta.keys[index])
+            writer.write(meta.values[index])
+        }
+        writer.writeEncoded(V04Key.metrics)
+        writer.writeMapHeader(count: metrics.count)
+        for index in metrics.indices {
+            writer.write(metrics.keys[index])
+            writer.write(metrics.values[index])
+        }
+        writer.writeEncoded(V04Key.type)
+        writer.write(type)
+    }
+
+    // MARK: span decoding
+
+    init(decodingV04 reader: inout MessagePackReader) throws(TracePayloadError) {
+        self.init(traceID: 0, spanID: 0, name: "", resource: "", service: "", start: 0, duration: 0)
+        let fieldCount = try reader.payloadMapHeader()
+        for _ in 0..<fieldCount {
+            let key = try reader.lenientString()
+            switch key {
+            case "service": service = try reader.lenientString()
+            case "name": name = try reader.lenientString()
+            case "resource": resource = try reader.lenientString()
+            case "trace_id": traceID = try reader.lenientUInt64()
+            case "span_id": spanID = try reader.lenientUInt64()
+            case "parent_id": parentID = try reader.lenientUInt64()
+            case "start": start = try reader.lenientInteger(as: Int64.self)
+            case "duration": duration = try reader.lenientInteger(as: Int64.self)
+            case "error": error = try reader.lenientInteger(as: Int32.self)
+            case "type": type = try reader.lenientString()
+            case "meta":
+                meta = [:]
+                if reader.readNilIfPresent() { continue }
+                for _ in 0..<(try reader.payloadMapHeader()) {
+                    let key = try reader.lenientString()
+                    meta[key] = try reader.lenientString()
+                }
+            case "metrics":
+                metrics = [:]
+                if reader.readNilIfPresent() { continue }
+                for _ in 0..<(try reader.payloadMapHeader()) {
+                    let key = try reader.lenientString()
+                    metrics[key] = try reader.lenientDouble()
+                }
+            default:
+                // meta_struct, span_links, span_events and whatever comes next.
+                try reader.payloadSkip()
+            }
+        }
+    }
+
+    init(decodingV05 reader: inout MessagePackReader, strings: [String]) throws(TracePayloadError) {
+        let offset = reader.offset
+        let count = try reader.payloadArrayHeader()
+        guard count == 12 else { throw .wrongElementCount(what: "a v0.5 span", expected: 12, found: count, offset: offset) }
+        let service = try reader.stringReference(strings)
+        let name = try reader.stringReference(strings)
+        let resource = try reader.stringReference(strings)
+        let traceID = try reader.lenientUInt64()
+        let spanID = try reader.lenientUInt64()
+        let parentID = try reader.lenientUInt64()
+        let start = try reader.lenientInteger(as: Int64.self)
+        let duration = try reader.lenientInteger(as: Int64.self)
+        let error = try reader.lenientInteger(as: Int32.self)
+        var meta = OrderedMap<String>()
+        for _ in 0..<(try reader.payloadMapHeader()) {
+            let key = try reader.stringReference(strings)
+            meta[key] = try reader.stringReference(strings)
+        }
+        var metrics = OrderedMap<Double>()
+        for _ in 0..<(try reader.payloadMapHeader()) {
+            let key = try reader.stringReference(strings)
+            metrics[key] = try reader.lenientDouble()
+        }
+        let type = try reader.stringReference(strings)
+        self.init(
+            traceID: traceID, spanID: spanID, parentID: parentID, name: name, resource: resource, service: service,
+            type: type, start: start, duration: duration, error: error, meta: meta, metrics: metrics)
+    }
+}
+
+// MARK: the agent's leniency, in one place
+
+extension MessagePackReader {
+    mutating func payloadArrayHeader() throws(TracePayloadError) -> Int {
+        do { return try readArrayHeader() } catch { throw .malformed(error) }
+    }
+
+    mutating func payloadMapHeader() throws(TracePayloadError) -> Int {
+        do { return try readMapHeader() } catch { throw .malformed(error) }
+    }
+
+    mutating func payloadSkip() throws(TracePayloadError) {
+        do { try skipValue() } catch { throw .malformed(error) }
+    }
+
+    func payloadEnd() throws(TracePayloadError) {
+        do { try expectEnd() } catch { throw .malformed(error) }
+    }
+
+    /// str or bin (UTF-8, repaired), nil as "".
+    mutating func lenientString() throws(TracePayloadError) -> String {
+        if readNilIfPresent() { return "" }
+        do {
+            if try peekType() == .binary { return String(decoding: bytes[try readBinaryRange()], as: UTF8.self) }
+            return try readString()
+        } catch {
+            throw .malformed(error)
+        }
+    }
+
+    /// Any integer; a negative one is taken as the bits of a uint64 (tracers
+    /// in languages without unsigned types send ids that way). nil as 0.
+    mutating func lenientUInt64() throws(TracePayloadError) -> UInt64 {
+        if readNilIfPresent() { return 0 }
+        do {
+            switch try readRawInteger() {
+            case .signed(let value): return UInt64(bitPattern: value)
+            case .unsigned(let value): return value
+            }
+        } catch {
+            throw .malformed(error)
+        }
+    }
+
+    /// Any integer that fits `T`; nil as 0.
+    mutating func lenientInteger<T: FixedWidthInteger>(as type: T.Type) throws(TracePayloadError) -> T {
+        if readNilIfPresent() { return 0 }
+        do { return try readInteger(as: type) } catch { throw .malformed(error) }
+    }
+
+    /// float 64/32 or any integer; nil as 0.
+    mutating func lenientDouble() throws(TracePayloadError) -> Double {
+        if readNilIfPresent() { return 0 }
+        do { return try readDouble(acceptingIntegers: true) } catch { throw .malformed(error) }
+    }
+
+    /// A v0.5 string-table index (uint32, as the agent reads it).
+    mutating func stringReference(_ strings: [String]) throws(TracePayloadError) -> String {
+        let offset = self.offset
+        let index: UInt32
+        do { index = try readInteger(as: UInt32.self) } catch { throw .malformed(error) }
+        guard Int(index) < strings.count else {
+            throw .stringIndexOutOfRange(index: UInt64(index), tableSize: strings.count, offset: offset)
+        }
+        return strings[Int(index)]
+    }
+}

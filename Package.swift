@@ -22,6 +22,7 @@ let package = Package(
         .target(name: "EventRing", dependencies: ["Posix", "CPosix"]),
         .target(name: "Wire", dependencies: ["Posix"]),
         .target(name: "ForkSafety", dependencies: ["EventRing", "Posix", "CPosix"]),
+        .target(name: "TraceTransport", dependencies: ["ForkSafety", "Wire", "EventRing", "Posix", "CPosix"]),
         .target(name: "Dashboard", dependencies: ["EventRing", "Posix"]),
         .executableTarget(
             name: "forkscope",
@@ -38,6 +39,7 @@ let package = Package(
         .testTarget(name: "EventRingTests", dependencies: ["EventRing", "Posix", "CPosix", "TestSupport"]),
         .testTarget(name: "ForkscopeCLITests", dependencies: ["EventRing", "Posix", "TestSupport"]),
         .testTarget(name: "TerminalSmokeTests", dependencies: ["CCurses"]),
+        .testTarget(name: "TraceTransportTests", dependencies: ["TraceTransport", "ForkSafety", "Wire", "EventRing", "Posix", "CPosix", "TestSupport"]),
         .testTarget(name: "WireTests", dependencies: ["Wire", "Posix"]),
     ],
     swiftLanguageModes: [.v6]

@@ -28,12 +28,18 @@ public final class SpawnedProcess {
     }
 
     /// Starts the built executable `executable` with `arguments`.
-    public init(executable: String, _ arguments: [String], environment: [String]? = nil) throws {
+    public convenience init(executable: String, _ arguments: [String], environment: [String]? = nil) throws {
+        try self.init(path: SpawnedProcess.builtExecutable(executable), arguments, environment: environment)
+    }
+
+    /// Starts the program at `path` (argv[0] is its last path component).
+    public init(path: String, _ arguments: [String], environment: [String]? = nil) throws {
         let stdin = try FileDescriptor.pipe()
         let stdout = try FileDescriptor.pipe()
         let stderr = try FileDescriptor.pipe()
+        let name = String(path[(path.lastIndex(of: "/").map { path.index(after: $0) } ?? path.startIndex)...])
         pid = try Spawn.run(
-            SpawnedProcess.builtExecutable(executable), arguments: [executable] + arguments, environment: environment,
+            path, arguments: [name] + arguments, environment: environment,
             fileActions: [.duplicate(stdin.read, as: .standardInput), .duplicate(stdout.write, as: .standardOutput),
                           .duplicate(stderr.write, as: .standardError)]
         )
@@ -41,6 +47,13 @@ public final class SpawnedProcess {
         input = stdin.write
         output = stdout.read
         errors = stderr.read
+    }
+
+    /// How the process ended, or nil while it still runs (no waiting).
+    public func exitStatusIfExited() throws -> WaitStatus? {
+        guard !reaped, let (_, status) = try ProcessControl.wait(for: pid, options: WNOHANG) else { return nil }
+        reaped = true
+        return status
     }
 
     deinit {

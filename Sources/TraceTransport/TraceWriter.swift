@@ -1,0 +1,291 @@
+import CPosix
+import EventRing
+import ForkSafety
+import Glibc
+import Posix
+import Wire
+
+public struct WriterConfiguration: Sendable {
+    /// Spans held at most (queued + in flight); beyond, new traces are dropped (`buffer_full`).
+    public var bufferCapacity = 10_000
+    /// A flush happens at least this often when spans are waiting.
+    public var flushIntervalMilliseconds: UInt64 = 1_000
+    /// …and as soon as this many spans wait.
+    public var flushThreshold = 1_000
+    /// The most spans in one payload.
+    public var maxSpansPerSend = 5_000
+    /// Attempts per payload before it is dropped (`retries_exhausted`).
+    public var maxAttempts = 5
+    public var backoffBaseMilliseconds: UInt64 = 50
+    public var backoffMaxMilliseconds: UInt64 = 2_000
+    public var apiVersion: TraceAPIVersion = .v04
+    public var tracer = TracerIdentity(language: "swift", languageVersion: "6", tracerVersion: "forkscope-0.1")
+
+    public init() {}
+}
+
+/// Counters of one process's writer. At every quiescent point
+/// `accepted == sent + buffered + dropped` (buffered includes in flight).
+public struct WriterCounters: Equatable, Sendable {
+    public var accepted: UInt64 = 0
+    public var sent: UInt64 = 0
+    public var buffered: UInt64 = 0
+    public var requeued: UInt64 = 0
+    public var cancelled: UInt64 = 0
+    public var failed: UInt64 = 0
+    public var dropped: [DropReason: UInt64] = [:]
+
+    public var droppedTotal: UInt64 { dropped.values.reduce(0, +) }
+    public var isBalanced: Bool { accepted == sent + buffered + droppedTotal }
+}
+
+/// Buffers traces and sends them from a flush worker on the fork-safe
+/// runtime: on an interval and when enough spans wait; retries with
+/// exponential backoff on 5xx, 408, 429, timeouts, resets and refusals;
+/// re-queues a cancelled payload (it is sent later, never lost); drops only
+/// with a counted reason. Publishes the writer gauge at each flush and at
+/// least once a second, so the dashboard shows state, not only transitions.
+public final class TraceWriter: @unchecked Sendable {
+    public let transport: Transport
+    public let runtime: WorkerRuntime
+    public let configuration: WriterConfiguration
+
+    private struct Batch {
+        var traces: [[Span]]
+        var spans: Int
+        var attempts = 0
+        var notBefore: UInt64 = 0
+    }
+
+    // Lock order: the transport's send lock is never taken while holding this.
+    private let lock = Lock()
+    private var queue: [[Span]] = []
+    private var queuedSpans = 0
+    private var retry: Batch?
+    private var inFlightSpans = 0
+    private var counters = WriterCounters()
+    private var lastFlush: UInt64
+    private var lastGauge: UInt64 = 0
+    private var stopping = false
+
+    public init(endpoint: AgentEndpoint, policy: SendPolicy, configuration: WriterConfiguration = WriterConfiguration(),
+                timeouts: Timeouts = Timeouts(), registry: AtForkRegistry = .shared) throws(SystemError) {
+        self.configuration = configuration
+        // Tick often enough for backoff and the once-a-second gauge; the
+        // flush interval itself is checked on each tick.
+        let tickMilliseconds = min(100, configuration.flushIntervalMilliseconds)
+        var flush: (() -> Void)?
+        runtime = WorkerRuntime(name: "flush", workers: 1, tickEvery: tickMilliseconds) { flush?() }
+        transport = try Transport(endpoint: endpoint, policy: policy, runtime: runtime, timeouts: timeouts, registry: registry)
+        lastFlush = Clock.monotonicNanoseconds()
+        flush = { [unowned self] in self.tick() }
+        transport.afterChildReset = { [unowned self] in self.resetInChild() }
+        runtime.start()
+    }
+
+    deinit { stop() }
+
+    /// Accepts a trace, or drops it (`buffer_full`, `closed`) with a count.
+    @discardableResult
+    public func enqueue(_ trace: [Span]) -> Bool {
+        // A raw fork() may have left us a dead flush thread and a lock
+        // held by a thread that does not exist: recover before locking.
+        transport.participant.recoverFromUnhookedFork()
+        let spans = trace.count
+        let (accepted, wake): (Bool, Bool) = lock.withLock {
+            counters.accepted += UInt64(spans)
+            if stopping {
+                counters.dropped[.closed, default: 0] += UInt64(spans)
+                return (false, false)
+            }
+            if queuedSpans + inFlightSpans + (retry?.spans ?? 0) + spans > configuration.bufferCapacity {
+                counters.dropped[.bufferFull, default: 0] += UInt64(spans)
+                return (false, false)
+            }
+            queue.append(trace)
+            queuedSpans += spans
+            return (true, queuedSpans >= configuration.flushThreshold)
+        }
+        if !accepted {
+            Telemetry.publish(.spanDropped, UInt64(spans), (stopping ? DropReason.closed : .bufferFull).rawValue)
+        }
+        if wake { runtime.requestTick() }
+        return accepted
+    }
+
+    /// Asks the flush worker to flush now.
+    public func flushSoon() { runtime.requestTick() }
+
+    public var snapshot: WriterCounters {
+        lock.withLock {
+            var copy = counters
+            copy.buffered = UInt64(queuedSpans + inFlightSpans + (retry?.spans ?? 0))
+            return copy
+        }
+    }
+
+    /// Flushes what is buffered (bounded by `deadlineMilliseconds`), then
+    /// stops the worker and closes the transport. What could not be sent
+    /// in time is dropped as `shutdown_deadline`. Idempotent.
+    public func stop(deadlineMilliseconds: UInt64 = 5_000) {
+        let already: Bool = lock.withLock {
+            defer { stopping = true }
+            return stopping
+        }
+        if already { return }
+        runtime.stop()
+        let deadline = Deadline.after(milliseconds: deadlineMilliseconds)
+        while !deadline.hasPassed, flushOnce(force: true, deadline: deadline) {}
+        let leftover: Int = lock.withLock {
+            let left = queuedSpans + (retry?.spans ?? 0)
+            if left > 0 { counters.dropped[.shutdownDeadline, default: 0] += UInt64(left) }
+            queue = []
+            queuedSpans = 0
+            retry = nil
+            return left
+        }
+        if leftover > 0 { Telemetry.publish(.spanDropped, UInt64(leftover), DropReason.shutdownDeadline.rawValue) }
+        publishGauge()
+        transport.close()
+    }
+
+    // MARK: the flush worker
+
+    private func tick() {
+        while flushOnce(force: false, deadline: .never) {}
+        if Clock.monotonicNanoseconds() - lock.withLock({ lastGauge }) >= 1_000_000_000 { publishGauge() }
+    }
+
+    /// Sends one batch if one is due; returns whether to look again at once.
+    private func flushOnce(force: Bool, deadline: Deadline) -> Bool {
+        if transport.participant.isQuiescing { return false }
+        let now = Clock.monotonicNanoseconds()
+        guard var batch = takeBatch(now: now, force: force) else { return false }
+        let payload = encode(batch)
+        batch.attempts += 1
+        let outcome = transport.send(payload, attempt: batch.attempts)
+        settle(batch, outcome)
+        publishGauge()
+        if case .deferred = outcome { return false }
+        return !deadline.hasPassed
+    }
+
+    private func takeBatch(now: UInt64, force: Bool) -> Batch? {
+        lock.withLock {
+            if let pending = retry {
+                guard force || pending.notBefore <= now else { return nil }
+                retry = nil
+                inFlightSpans = pending.spans
+                return pending
+            }
+            guard queuedSpans > 0 else { return nil }
+            let due = force || queuedSpans >= configuration.flushThreshold
+                || now - lastFlush >= configuration.flushIntervalMilliseconds * 1_000_000
+            guard due else { return nil }
+            var batch = Batch(traces: [], spans: 0)
+            while let first = queue.first, batch.spans == 0 || batch.spans + first.count <= configuration.maxSpansPerSend {
+                batch.traces.append(first)
+                batch.spans += first.count
+                queue.removeFirst()
+            }
+            queuedSpans -= batch.spans
+            inFlightSpans = batch.spans
+            lastFlush = now
+            return batch
+        }
+    }
+
+    private func encode(_ batch: Batch) -> EncodedPayload {
+        let version = configuration.apiVersion
+        return EncodedPayload(
+            path: version.path, bytes: version.encode(batch.traces),
+            headers: TracePayload.requestHeaders(traceCount: batch.traces.count, tracer: configuration.tracer),
+            traceCount: batch.traces.count, spanCount: batch.spans
+        )
+    }
+
+    private func settle(_ batch: Batch, _ outcome: SendOutcome) {
+        enum Verdict { case sent, retry(CancelReason), requeue(CancelReason), keep, drop(DropReason) }
+        let verdict: Verdict
+        switch outcome {
+        case .responded(let status, _, _) where (200...299).contains(status): verdict = .sent
+        case .responded(let status, _, _) where status == 408 || status == 429 || status >= 500: verdict = .retry(.agentError)
+        case .responded: verdict = .drop(.agentRejected)
+        case .cancelled(let reason, _): verdict = .requeue(reason)
+        case .failed(let error, _) where error.isRetryable: verdict = .retry(.agentError)
+        case .failed(.closed, _): verdict = .drop(.closed)
+        case .failed: verdict = .retry(.agentError)
+        case .deferred: verdict = .keep
+        }
+        let spans = UInt64(batch.spans)
+        lock.withLock {
+            inFlightSpans = 0
+            switch verdict {
+            case .sent:
+                counters.sent += spans
+            case .keep:
+                var kept = batch
+                kept.attempts -= 1
+                retry = kept
+            case .requeue:
+                // A cancelled payload is not the agent's fault: same attempt count.
+                counters.cancelled += 1
+                counters.requeued += spans
+                var again = batch
+                again.attempts -= 1
+                retry = again
+            case .retry:
+                counters.failed += 1
+                if batch.attempts >= configuration.maxAttempts {
+                    counters.dropped[.retriesExhausted, default: 0] += spans
+                } else {
+                    counters.requeued += spans
+                    var again = batch
+                    let backoff = min(configuration.backoffMaxMilliseconds,
+                                      configuration.backoffBaseMilliseconds << UInt64(min(batch.attempts - 1, 16)))
+                    again.notBefore = Clock.monotonicNanoseconds() + backoff * 1_000_000
+                    retry = again
+                }
+            case .drop(let reason):
+                counters.dropped[reason, default: 0] += spans
+            }
+        }
+        switch verdict {
+        case .requeue(let reason): Telemetry.publish(.spanRequeued, spans, reason.rawValue)
+        case .retry(let reason):
+            if batch.attempts >= configuration.maxAttempts {
+                Telemetry.publish(.spanDropped, spans, DropReason.retriesExhausted.rawValue)
+            } else {
+                Telemetry.publish(.spanRequeued, spans, reason.rawValue)
+            }
+        case .drop(let reason): Telemetry.publish(.spanDropped, spans, reason.rawValue)
+        case .sent, .keep: break
+        }
+    }
+
+    private func publishGauge() {
+        let now = Clock.monotonicNanoseconds()
+        let counters = lock.withLock { () -> WriterCounters in
+            lastGauge = now
+            var copy = self.counters
+            copy.buffered = UInt64(queuedSpans + inFlightSpans + (retry?.spans ?? 0))
+            return copy
+        }
+        let generation = runtime.generation
+        Telemetry.publish(.writerGauge, generation: generation, counters.buffered, counters.accepted, counters.sent, transport.sendLockHolder)
+        Telemetry.publish(.writerLosses, generation: generation, counters.requeued, counters.droppedTotal, counters.cancelled, counters.failed)
+    }
+
+    /// In a forked child: the buffer and counters are the parent's (it
+    /// sends those spans); this process starts empty.
+    private func resetInChild() {
+        lock.reinitializeInChild()
+        queue = []
+        queuedSpans = 0
+        retry = nil
+        inFlightSpans = 0
+        counters = WriterCounters()
+        stopping = false
+        lastFlush = Clock.monotonicNanoseconds()
+    }
+}

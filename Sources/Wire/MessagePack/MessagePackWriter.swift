@@ -197,6 +197,16 @@ public struct MessagePackWriter: Sendable {
         bytes.append(contentsOf: data)
     }
 
+    /// A string known at compile time (a map key), copied from static
+    /// storage without reference counting. It must be shorter than 32 bytes.
+    @inlinable
+    mutating func writeKey(_ key: StaticString) {
+        key.withUTF8Buffer { utf8 in
+            bytes.append(0xa0 | UInt8(truncatingIfNeeded: utf8.count))
+            bytes.append(contentsOf: utf8)
+        }
+    }
+
     /// Bytes that already are MessagePack (a pre-encoded key, a nested payload).
     @inlinable
     public mutating func writeEncoded(_ encoded: some Collection<UInt8>) {
@@ -231,13 +241,8 @@ public struct MessagePackWriter: Sendable {
 
     @inlinable
     mutating func appendBigEndian<T: FixedWidthInteger & UnsignedInteger>(_ value: T) {
-        // Byte by byte: appends of single bytes stay in the array's fast
-        // path and the loop is unrolled for these fixed widths.
-        var shift = T.bitWidth - 8
-        while shift >= 0 {
-            bytes.append(UInt8(truncatingIfNeeded: value >> shift))
-            shift -= 8
-        }
+        // One append of the value's bytes: one capacity and uniqueness check, not one per byte.
+        withUnsafeBytes(of: value.bigEndian) { bytes.append(contentsOf: $0) }
     }
 
     @inlinable

@@ -24,7 +24,7 @@ public enum TracePayload {
         writer.writeArrayHeader(count: traces.count)
         for trace in traces {
             writer.writeArrayHeader(count: trace.count)
-            for span in trace { span.encodeV04(into: &writer) }
+            for index in trace.indices { trace[index].encodeV04(into: &writer) }
         }
         return writer.bytes
     }
@@ -102,9 +102,9 @@ public struct TracePayloadV04Encoder: Sendable {
     /// Bytes `finish` would return now.
     public var byteCount: Int { writer.count - Self.headerRoom + Self.arrayHeaderSize(traceCount) }
 
-    public mutating func append(trace: some Collection<Span>) {
+    public mutating func append(trace: [Span]) {
         writer.writeArrayHeader(count: trace.count)
-        for span in trace { span.encodeV04(into: &writer) }
+        for index in trace.indices { trace[index].encodeV04(into: &writer) }
         traceCount += 1
         spanCount += trace.count
     }
@@ -139,9 +139,10 @@ public struct TracePayloadV05Encoder: Sendable {
             + TracePayloadV04Encoder.arrayHeaderSize(traceCount) + body.count
     }
 
-    public mutating func append(trace: some Collection<Span>) {
+    public mutating func append(trace: [Span]) {
         body.writeArrayHeader(count: trace.count)
-        for span in trace {
+        for position in trace.indices {
+            let span = trace[position]
             body.writeArrayHeader(count: 12)
             body.write(index(span.service))
             body.write(index(span.name))
@@ -194,56 +195,42 @@ public struct TracePayloadV05Encoder: Sendable {
 // MARK: span encoding
 
 extension Span {
-    /// Field names as MessagePack fixstr bytes, written with one copy each.
-    enum V04Key {
-        static let service: [UInt8] = [0xa7] + Array("service".utf8)
-        static let name: [UInt8] = [0xa4] + Array("name".utf8)
-        static let resource: [UInt8] = [0xa8] + Array("resource".utf8)
-        static let traceID: [UInt8] = [0xa8] + Array("trace_id".utf8)
-        static let spanID: [UInt8] = [0xa7] + Array("span_id".utf8)
-        static let parentID: [UInt8] = [0xa9] + Array("parent_id".utf8)
-        static let start: [UInt8] = [0xa5] + Array("start".utf8)
-        static let duration: [UInt8] = [0xa8] + Array("duration".utf8)
-        static let error: [UInt8] = [0xa5] + Array("error".utf8)
-        static let meta: [UInt8] = [0xa4] + Array("meta".utf8)
-        static let metrics: [UInt8] = [0xa7] + Array("metrics".utf8)
-        static let type: [UInt8] = [0xa4] + Array("type".utf8)
-    }
-
     /// This span as a v0.4 map of all 12 fields, in span.proto's order.
     public func encodeV04(into writer: inout MessagePackWriter) {
+        // Keys come from static storage (no reference counting per key):
+        // this is the hot path of every flush.
         writer.writeMapHeader(count: 12)
-        writer.writeEncoded(V04Key.service)
+        writer.writeKey("service")
         writer.write(service)
-        writer.writeEncoded(V04Key.name)
+        writer.writeKey("name")
         writer.write(name)
-        writer.writeEncoded(V04Key.resource)
+        writer.writeKey("resource")
         writer.write(resource)
-        writer.writeEncoded(V04Key.traceID)
+        writer.writeKey("trace_id")
         writer.write(traceID)
-        writer.writeEncoded(V04Key.spanID)
+        writer.writeKey("span_id")
         writer.write(spanID)
-        writer.writeEncoded(V04Key.parentID)
+        writer.writeKey("parent_id")
         writer.write(parentID)
-        writer.writeEncoded(V04Key.start)
+        writer.writeKey("start")
         writer.write(start)
-        writer.writeEncoded(V04Key.duration)
+        writer.writeKey("duration")
         writer.write(duration)
-        writer.writeEncoded(V04Key.error)
+        writer.writeKey("error")
         writer.write(error)
-        writer.writeEncoded(V04Key.meta)
+        writer.writeKey("meta")
         writer.writeMapHeader(count: meta.count)
         for index in meta.indices {
             writer.write(meta.keys[index])
             writer.write(meta.values[index])
         }
-        writer.writeEncoded(V04Key.metrics)
+        writer.writeKey("metrics")
         writer.writeMapHeader(count: metrics.count)
         for index in metrics.indices {
             writer.write(metrics.keys[index])
             writer.write(metrics.values[index])
         }
-        writer.writeEncoded(V04Key.type)
+        writer.writeKey("type")
         writer.write(type)
     }
 

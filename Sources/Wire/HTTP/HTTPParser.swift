@@ -421,6 +421,8 @@ struct HTTPMessageParser: Sendable {
         var fields: [HTTPField] = []
         fields.reserveCapacity(lines.count)
         for line in lines {
+            // The blank line ends a section, so field lines are never empty; stay total anyway.
+            guard !line.isEmpty else { throw .invalidHeaderName }
             // A line starting with whitespace continues the previous one (obs-fold): rejected, RFC 9112 §5.2.
             if ASCII.isWhitespace(buffer[line.lowerBound]) { throw .obsoleteLineFolding }
             guard let colon = buffer[line].firstIndex(of: ASCII.colon), colon > line.lowerBound,

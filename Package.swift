@@ -23,11 +23,12 @@ let package = Package(
         .target(name: "Wire", dependencies: ["Posix"]),
         .target(name: "ForkSafety", dependencies: ["EventRing", "Posix", "CPosix"]),
         .target(name: "TraceTransport", dependencies: ["ForkSafety", "Wire", "EventRing", "Posix", "CPosix"]),
+        .target(name: "Agent", dependencies: ["Wire", "Posix", "EventRing"]),
         .target(name: "Dashboard", dependencies: ["EventRing", "Posix"]),
         .executableTarget(
             name: "forkscope",
             dependencies: [
-                "EventRing", "Posix", "Dashboard", "CPosix",
+                "Agent", "EventRing", "Posix", "Dashboard", "CPosix",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -41,6 +42,7 @@ let package = Package(
         .testTarget(name: "TerminalSmokeTests", dependencies: ["CCurses"]),
         .testTarget(name: "TraceTransportTests", dependencies: ["TraceTransport", "ForkSafety", "Wire", "EventRing", "Posix", "CPosix", "TestSupport"]),
         .testTarget(name: "WireTests", dependencies: ["Wire", "Posix"]),
+        .testTarget(name: "AgentTests", dependencies: ["Agent", "Wire", "Posix", "EventRing", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,0 +1,153 @@
+import Wire
+
+/// A span's identity at the agent: a tracer that re-sends a payload sends
+/// the same (trace id, span id) pairs again.
+struct SpanKey: Hashable {
+    let traceID: UInt64
+    let spanID: UInt64
+}
+
+/// What one sending process delivered.
+public struct ProcessTally: Equatable, Sendable {
+    /// Spans counted (every copy).
+    public var spans = 0
+    /// Spans seen for the first time.
+    public var unique = 0
+    /// Copies of spans seen before.
+    public var duplicates: Int { spans - unique }
+}
+
+/// How often a fault was applied, and to how many spans.
+public struct FaultTally: Equatable, Sendable {
+    public var requests = 0
+    public var spans = 0
+}
+
+/// Everything `GET /stats` reports. Counting is exact: every span of a
+/// decoded, counted payload is either unique or a duplicate.
+///
+/// Spans are attributed to a process by their trace chunk: real tracers put
+/// `process_id` in the metrics of the chunk's local root only (dd-trace-py
+/// `Tracer._start_span`), so every span of a chunk goes to the first
+/// `process_id` found in it, and to pid 0 when none carries one.
+public struct AgentStatistics: Sendable {
+    /// Requests to `/v0.4/traces` and `/v0.5/traces`, whatever their outcome.
+    public private(set) var traceRequests = 0
+    /// Trace chunks counted.
+    public private(set) var traces = 0
+    /// Spans counted, every copy.
+    public private(set) var spans = 0
+    public private(set) var uniqueSpans = 0
+    public var duplicateSpans: Int { spans - uniqueSpans }
+    /// Spans of payloads answered with a refusing fault (500, 413, 429): read, not counted.
+    public private(set) var rejectedSpans = 0
+    /// Traces requests whose body did not decode (answered 400).
+    public private(set) var badPayloads = 0
+    /// Body bytes of every traces request.
+    public private(set) var bytes = 0
+    /// Traces replies never delivered: the client closed while the reply was held or delayed.
+    public var abandonedReplies = 0
+    public private(set) var perProcess: [Int64: ProcessTally] = [:]
+    public private(set) var faultsApplied: [AgentFaultKind: FaultTally] = [:]
+    /// Requests by route (`/v0.4/traces`, `/info`, `/control/hold`, `other`, `malformed`).
+    public private(set) var endpoints: [String: Int] = [:]
+    /// Replies by status code, as written (a reset or garbage reply is status 0).
+    public private(set) var statuses: [Int: Int] = [:]
+    var seen: Set<SpanKey> = []
+
+    public init() {}
+
+    /// A traces request arrived (before its payload is decoded).
+    mutating func recordTraceRequest(bytes count: Int) {
+        traceRequests += 1
+        bytes += count
+    }
+
+    mutating func recordBadPayload() { badPayloads += 1 }
+
+    /// Counts every span of `payload`.
+    mutating func count(_ payload: [[Span]]) {
+        for trace in payload {
+            traces += 1
+            let pid = trace.lazy.compactMap { $0.metrics["process_id"] }.first.map { Int64(exactly: $0.rounded()) ?? 0 } ?? 0
+            var tally = perProcess[pid] ?? ProcessTally()
+            for span in trace {
+                spans += 1
+                tally.spans += 1
+                if seen.insert(SpanKey(traceID: span.traceID, spanID: span.spanID)).inserted {
+                    uniqueSpans += 1
+                    tally.unique += 1
+                }
+            }
+            perProcess[pid] = tally
+        }
+    }
+
+    /// A fault was applied to a payload of `spanCount` spans.
+    mutating func recordFault(_ kind: AgentFaultKind, spans spanCount: Int) {
+        faultsApplied[kind, default: FaultTally()].requests += 1
+        faultsApplied[kind, default: FaultTally()].spans += spanCount
+        if !kind.countsSpans { rejectedSpans += spanCount }
+    }
+
+    mutating func recordEndpoint(_ route: String) { endpoints[route, default: 0] += 1 }
+
+    mutating func recordStatus(_ status: Int) { statuses[status, default: 0] += 1 }
+
+    /// The `/stats` document. `live` carries what is state, not a counter.
+    func json(_ live: LiveState) -> JSONValue {
+        var processes = OrderedMap<JSONValue>()
+        for pid in perProcess.keys.sorted() {
+            let tally = perProcess[pid]!
+            processes[String(pid)] = ["spans": .number(Double(tally.spans)), "unique": .number(Double(tally.unique)),
+                                      "duplicates": .number(Double(tally.duplicates))]
+        }
+        var faults = OrderedMap<JSONValue>()
+        for kind in AgentFaultKind.allCases {
+            guard let tally = faultsApplied[kind] else { continue }
+            faults[kind.rawValue] = ["requests": .number(Double(tally.requests)), "spans": .number(Double(tally.spans)),
+                                     "counted": .bool(kind.countsSpans)]
+        }
+        var routes = OrderedMap<JSONValue>()
+        for route in endpoints.keys.sorted() { routes[route] = .number(Double(endpoints[route]!)) }
+        var codes = OrderedMap<JSONValue>()
+        for status in statuses.keys.sorted() { codes[String(status)] = .number(Double(statuses[status]!)) }
+        var fault: JSONValue = .null
+        if let current = live.fault {
+            fault = ["kind": .string(current.kind.rawValue), "remaining": current.remaining.map { .number(Double($0)) } ?? .null]
+        }
+        func n(_ value: Int) -> JSONValue { .number(Double(value)) }
+        return [
+            "requests": n(traceRequests),
+            "traces": n(traces),
+            "spans": n(spans),
+            "unique_spans": n(uniqueSpans),
+            "duplicate_spans": n(duplicateSpans),
+            "rejected_spans": n(rejectedSpans),
+            "bad_payloads": n(badPayloads),
+            "bytes": n(bytes),
+            "held": n(live.held),
+            "delayed": n(live.delayed),
+            "abandoned_replies": n(abandonedReplies),
+            "holding": .bool(live.holding),
+            "delay_ms": .number(Double(live.delayMilliseconds)),
+            "fault": fault,
+            "faults_applied": .object(faults),
+            "per_process": .object(processes),
+            "endpoints": .object(routes),
+            "statuses": .object(codes),
+            "connections": ["open": n(live.openConnections), "accepted": n(live.acceptedConnections)],
+        ]
+    }
+}
+
+/// The agent's current settings and gauges, beside its counters.
+struct LiveState {
+    var held: Int
+    var delayed: Int
+    var holding: Bool
+    var delayMilliseconds: UInt64
+    var fault: AgentFault?
+    var openConnections: Int
+    var acceptedConnections: Int
+}

@@ -24,11 +24,12 @@ let package = Package(
         .target(name: "ForkSafety", dependencies: ["EventRing", "Posix", "CPosix"]),
         .target(name: "TraceTransport", dependencies: ["ForkSafety", "Wire", "EventRing", "Posix", "CPosix"]),
         .target(name: "Agent", dependencies: ["Wire", "Posix", "EventRing"]),
+        .target(name: "DemoServer", dependencies: ["TraceTransport", "ForkSafety", "Wire", "EventRing", "Posix", "CPosix"]),
         .target(name: "Dashboard", dependencies: ["EventRing", "Posix"]),
         .executableTarget(
             name: "forkscope",
             dependencies: [
-                "Agent", "EventRing", "Posix", "Dashboard", "CPosix",
+                "Agent", "EventRing", "ForkSafety", "DemoServer", "TraceTransport", "Posix", "Dashboard", "CPosix",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -41,6 +42,7 @@ let package = Package(
         .testTarget(name: "ForkscopeCLITests", dependencies: ["EventRing", "Posix", "TestSupport"]),
         .testTarget(name: "TerminalSmokeTests", dependencies: ["CCurses"]),
         .testTarget(name: "TraceTransportTests", dependencies: ["TraceTransport", "ForkSafety", "Wire", "EventRing", "Posix", "CPosix", "TestSupport"]),
+        .testTarget(name: "DemoServerTests", dependencies: ["DemoServer", "TraceTransport", "ForkSafety", "Wire", "EventRing", "Posix", "TestSupport"]),
         .testTarget(name: "WireTests", dependencies: ["Wire", "Posix"]),
         .testTarget(name: "AgentTests", dependencies: ["Agent", "Wire", "Posix", "EventRing", "TestSupport"]),
     ],

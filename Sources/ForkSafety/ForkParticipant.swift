@@ -142,11 +142,15 @@ public final class ForkParticipant: @unchecked Sendable {
 
     public func releaseSendPermit() { sendLock.unlock() }
 
+    /// Whether `recoverFromUnhookedFork` acts (the demo can switch it off
+    /// to show the second seed's failure in full). Set before forking.
+    public var detectsUnhookedForks = true
+
     /// Detects a fork() that bypassed the hooks (one load when there was
     /// none) and rebuilds this process's state. Call at every entry point.
     @discardableResult
     public func recoverFromUnhookedFork() -> Bool {
-        guard observer.claimUnseenFork() else { return false }
+        guard detectsUnhookedForks, observer.claimUnseenFork() else { return false }
         let previous = pidAtLastCheck
         pidAtLastCheck = getpid()
         Telemetry.publish(.forkDetectedWithoutHooks, generation: runtime?.generation ?? 0, UInt64(pid: previous), fks_fork_count())

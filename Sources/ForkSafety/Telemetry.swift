@@ -28,7 +28,7 @@ public enum Telemetry {
 
 extension UInt64 {
     /// A pid as an event argument.
-    @inline(__always) init(pid: pid_t) { self = UInt64(UInt32(bitPattern: pid)) }
+    @inline(__always) public init(pid: pid_t) { self = UInt64(UInt32(bitPattern: pid)) }
 }
 
 /// Microseconds elapsed since `start` (monotonic ns).

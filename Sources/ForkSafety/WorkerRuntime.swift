@@ -32,6 +32,9 @@ public final class WorkerRuntime: @unchecked Sendable {
     private var threads: [pthread_t] = []
     private var tickRequested = false
     private var busyWorkers = 0
+    /// The fork count when the threads were started: after a fork that
+    /// bypassed the hooks, `threads` names threads of another process.
+    private var threadsForkCount: UInt64 = 0
 
     /// - Parameters:
     ///   - name: short; threads are named `fks-<name><index>` (≤ 15 bytes).
@@ -44,6 +47,14 @@ public final class WorkerRuntime: @unchecked Sendable {
     }
 
     public var state: State { lock.withLock { _state } }
+
+    /// Whether this runtime's worker threads exist in this process: false
+    /// in the child of a fork that no hook handled (the second seed's
+    /// failure: the exporter believes its flush thread runs, and it does
+    /// not).
+    public var threadsExistHere: Bool {
+        lock.withLock { _state == .running && threadsForkCount == fks_fork_count() }
+    }
     public var generation: UInt32 { lock.withLock { _generation } }
     /// Jobs queued and not yet started.
     public var queuedJobs: Int { lock.withLock { jobs.count - jobHead } }
@@ -85,7 +96,9 @@ public final class WorkerRuntime: @unchecked Sendable {
             guard _state == .running else { return [] }
             _state = .quiescing
             wake.broadcast()
-            let all = threads
+            // Never join threads of another process (an unhandled fork):
+            // they do not exist here and the join would never return.
+            let all = threadsForkCount == fks_fork_count() ? threads : []
             threads = []
             return all
         }
@@ -140,6 +153,7 @@ public final class WorkerRuntime: @unchecked Sendable {
     }
 
     private func spawnThreadsLocked() {
+        threadsForkCount = fks_fork_count()
         for index in 0..<workerCount {
             let context = Unmanaged.passRetained(WorkerContext(runtime: self, index: index)).toOpaque()
             var thread = pthread_t()

@@ -133,7 +133,16 @@ public final class TraceWriter: @unchecked Sendable {
             return stopping
         }
         if already { return }
+        // A writer whose flush thread never existed in this process (a fork
+        // no hook handled, detection off) flushes nothing: its spans stay
+        // buffered, as in the second seed. The final gauge shows them.
+        let healthy = runtime.threadsExistHere || runtime.state != .running
         runtime.stop()
+        if !healthy {
+            publishGauge()
+            transport.close()
+            return
+        }
         let deadline = Deadline.after(milliseconds: deadlineMilliseconds)
         while !deadline.hasPassed, flushOnce(force: true, deadline: deadline) {}
         let leftover: Int = lock.withLock {

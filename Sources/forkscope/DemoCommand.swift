@@ -1,5 +1,6 @@
 import ArgumentParser
 import Dashboard
+import DemoServer
 import EventRing
 import Glibc
 import Posix
@@ -38,20 +39,6 @@ struct Demo: ParsableCommand {
         print("session \(session.path)\(keep ? " (kept)" : "")")
         for event in events { print(text.line(event)) }
         for lane in accounting.lanes where lane.headAdvance > 0 { print(EventText.accountingLine(lane)) }
-    }
-}
-
-extension WaitStatus {
-    /// The exit status as an event argument (0 unless it exited).
-    var exitArgument: UInt64 {
-        if case .exited(let code) = self { return UInt64(code) }
-        return 0
-    }
-
-    /// The terminating signal as an event argument (0 unless signalled).
-    var signalArgument: UInt64 {
-        if case .signaled(let signal) = self { return UInt64(signal) }
-        return 0
     }
 }
 

@@ -16,19 +16,26 @@ final class DatadogTestAgentTests: XCTestCase {
     var agent: SpawnedProcess?
     var port: UInt16 = 0
 
-    override func setUpWithError() throws {
-        // A free port: bind to 0, read it, release it for the agent.
+    /// A free port: bind to 0, read it, release it for the agent.
+    func freePort() throws -> UInt16 {
         let probe = try Socket.open(.ipv4, .stream, flags: [.closeOnExec])
+        defer { try? probe.close() }
         try probe.bind(to: .ipv4(.loopback(port: 0)))
         guard case .ipv4(let address) = try probe.localAddress() else { throw SystemError("getsockname", .invalidArgument) }
-        port = address.port
-        try probe.close()
+        return address.port
+    }
+
+    override func setUpWithError() throws {
+        port = try freePort()
         let script = "import sys; from ddapm_test_agent.agent import main; sys.argv[0] = 'ddapm-test-agent'; sys.exit(main())"
         // The header checks fail a payload with 400 when our headers are wrong.
         var environment = Environment.current
         environment["ENABLED_CHECKS"] = "trace_count_header,meta_tracer_version_header,trace_content_length"
         agent = try SpawnedProcess(
-            path: "/usr/bin/env", ["python3", "-c", script, "--port", String(port)],
+            // Its OTLP listeners default to fixed ports (4317/4318): give
+            // them free ones so two runs on one machine cannot collide.
+            path: "/usr/bin/env", ["python3", "-c", script, "--port", String(port),
+                                   "--otlp-http-port", String(try freePort()), "--otlp-grpc-port", String(try freePort())],
             environment: environment.map { "\($0.key)=\($0.value)" }
         )
         // Python needs a moment to start: wait until the port accepts.

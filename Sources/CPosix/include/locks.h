@@ -8,4 +8,8 @@
 int fks_mutex_lock_until(pthread_mutex_t *mutex, const struct timespec *monotonic_deadline);
 /// pthread_setname_np for the calling thread (≤ 15 bytes; longer is cut).
 int fks_set_current_thread_name(const char *name);
+/// SIGRTMIN is a function call in glibc (the first few are taken by the
+/// threads library), so Swift cannot import it as a constant.
+#include <signal.h>
+static inline int fks_sigrtmin(void) { return SIGRTMIN; }
 #endif

@@ -26,10 +26,11 @@ let package = Package(
         .target(name: "Agent", dependencies: ["Wire", "Posix", "EventRing"]),
         .target(name: "DemoServer", dependencies: ["TraceTransport", "ForkSafety", "Wire", "EventRing", "Posix", "CPosix"]),
         .target(name: "Dashboard", dependencies: ["EventRing", "Posix"]),
+        .target(name: "Terminal", dependencies: ["Dashboard", "EventRing", "CCurses", "Posix", "CPosix"]),
         .executableTarget(
             name: "forkscope",
             dependencies: [
-                "Agent", "EventRing", "ForkSafety", "DemoServer", "TraceTransport", "Posix", "Dashboard", "CPosix",
+                "Agent", "EventRing", "ForkSafety", "DemoServer", "TraceTransport", "Posix", "Dashboard", "Terminal", "CPosix",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -41,6 +42,10 @@ let package = Package(
         .testTarget(name: "EventRingTests", dependencies: ["EventRing", "Posix", "CPosix", "TestSupport"]),
         .testTarget(name: "ForkscopeCLITests", dependencies: ["EventRing", "Posix", "TestSupport"]),
         .testTarget(name: "TerminalSmokeTests", dependencies: ["CCurses"]),
+        // Real forked processes publishing scripted events, for the dashboard's tests.
+        .executableTarget(name: "dashboard-fixture-host", dependencies: ["EventRing", "Posix"], path: "Tests/DashboardTests/FixtureHost"),
+        .testTarget(name: "DashboardTests", dependencies: ["Dashboard", "EventRing", "Posix", "TestSupport"], exclude: ["FixtureHost", "References"]),
+        .testTarget(name: "TerminalTests", dependencies: ["Terminal", "Dashboard", "EventRing", "Posix", "TestSupport"]),
         .testTarget(name: "TraceTransportTests", dependencies: ["TraceTransport", "ForkSafety", "Wire", "EventRing", "Posix", "CPosix", "TestSupport"]),
         .testTarget(name: "DemoServerTests", dependencies: ["DemoServer", "TraceTransport", "ForkSafety", "Wire", "EventRing", "Posix", "TestSupport"]),
         .testTarget(name: "WireTests", dependencies: ["Wire", "Posix"]),

@@ -7,21 +7,36 @@ import Posix
 public struct EventText {
     public typealias StringLookup = (UInt64) -> String?
 
-    let header: RingHeader
+    let origin: RingOrigin
     let lookup: StringLookup
 
     public init(header: RingHeader, lookup: @escaping StringLookup) {
-        self.header = header
+        self.init(origin: RingOrigin(header), lookup: lookup)
+    }
+
+    public init(origin: RingOrigin, lookup: @escaping StringLookup) {
+        self.origin = origin
         self.lookup = lookup
     }
 
+    /// Renders from a folded model alone (the strings it resolved).
+    public init(model: DashboardModel) {
+        let strings = model.strings
+        self.init(origin: model.origin) { strings[$0] }
+    }
+
     /// Seconds since the ring was created, e.g. `+1.234567`.
-    func relativeTime(_ event: Event) -> String {
-        let ns = event.time >= header.createdMonotonic ? event.time - header.createdMonotonic : 0
+    func relativeTime(_ event: Event) -> String { EventText.seconds(origin.offset(event.time)) }
+
+    /// `+1.234567` for nanoseconds since the ring was created.
+    public static func seconds(_ ns: UInt64) -> String {
         let micros = ns / 1000
         let fraction = String(micros % 1_000_000)
         return "+\(micros / 1_000_000).\(String(repeating: "0", count: 6 - fraction.count))\(fraction)"
     }
+
+    /// An errno argument by name (`ECONNREFUSED`), for notes.
+    public static func errnoName(_ raw: UInt64) -> String { Errno(rawValue: Int32(truncatingIfNeeded: raw)).name }
 
     /// One argument's value for humans.
     public func value(_ raw: UInt64, as type: ArgumentType) -> String {
@@ -56,10 +71,24 @@ public struct EventText {
         return text
     }
 
+    /// The log pane's line: `+0.001234 10 send.start send=1 spans=3 bytes=900 attempt=1`
+    /// (no tid, generation, lane or sequence: the pane is narrow).
+    public func compactLine(_ event: Event) -> String {
+        var text = "\(relativeTime(event)) \(event.pid) "
+        guard let kind = event.kind else {
+            return text + "unknown(\(event.rawKind)) " + event.args.map { String($0) }.joined(separator: " ")
+        }
+        text += kind.name
+        for (argument, raw) in zip(kind.arguments, event.args) {
+            text += " \(argument.name)=\(value(raw, as: argument.type))"
+        }
+        return text
+    }
+
     /// One JSON object per event; string arguments resolved, enumerations named.
     public func json(_ event: Event) -> String {
         var fields = [
-            "\"t_ns\":\(event.time)", "\"wall_ns\":\(header.realtime(event.time))",
+            "\"t_ns\":\(event.time)", "\"wall_ns\":\(origin.wall(event.time))",
             "\"pid\":\(event.pid)", "\"tid\":\(event.tid)", "\"gen\":\(event.generation)",
             "\"lane\":\(event.lane)", "\"seq\":\(event.sequence)",
         ]

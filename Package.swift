@@ -8,6 +8,9 @@ let package = Package(
     name: "forkscope",
     products: [
         .executable(name: "forkscope", targets: ["forkscope"]),
+        // libforkscope-c.so: the C ABI (Sources/CForkscope/include/forkscope.h).
+        // Not "forkscope": SwiftPM drops a product named like the executable.
+        .library(name: "forkscope-c", type: .dynamic, targets: ["ForkscopeC"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -26,11 +29,13 @@ let package = Package(
         .target(name: "Agent", dependencies: ["Wire", "Posix", "EventRing"]),
         .target(name: "DemoServer", dependencies: ["TraceTransport", "ForkSafety", "Wire", "EventRing", "Posix", "CPosix"]),
         .target(name: "Dashboard", dependencies: ["EventRing", "Posix"]),
+        .target(name: "CForkscope", dependencies: ["CPosix"]),
+        .target(name: "ForkscopeC", dependencies: ["CForkscope", "TraceTransport", "ForkSafety", "Wire", "EventRing", "Posix", "CPosix"]),
         .target(name: "Terminal", dependencies: ["Dashboard", "EventRing", "CCurses", "Posix", "CPosix"]),
         .executableTarget(
             name: "forkscope",
             dependencies: [
-                "Agent", "EventRing", "ForkSafety", "DemoServer", "TraceTransport", "Posix", "Dashboard", "Terminal", "CPosix",
+                "Agent", "EventRing", "Wire", "ForkSafety", "DemoServer", "TraceTransport", "Posix", "Dashboard", "Terminal", "CPosix",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -49,6 +54,10 @@ let package = Package(
         .testTarget(name: "TraceTransportTests", dependencies: ["TraceTransport", "ForkSafety", "Wire", "EventRing", "Posix", "CPosix", "TestSupport"]),
         .testTarget(name: "DemoServerTests", dependencies: ["DemoServer", "TraceTransport", "ForkSafety", "Wire", "EventRing", "Posix", "TestSupport"]),
         .testTarget(name: "WireTests", dependencies: ["Wire", "Posix"]),
+        .testTarget(
+            name: "ForkscopeCTests", dependencies: ["ForkscopeC", "CForkscope", "EventRing", "Wire", "Posix", "CPosix", "TestSupport"],
+            exclude: ["C"]
+        ),
         .testTarget(name: "AgentTests", dependencies: ["Agent", "Wire", "Posix", "EventRing", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]

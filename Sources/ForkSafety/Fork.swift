@@ -40,16 +40,58 @@ public enum Fork {
     public static func fork(
         registry: AtForkRegistry = .shared, using forkFunction: ForkFunction = systemFork
     ) throws(ForkError) -> ForkOutcome {
-        let started = Clock.monotonicNanoseconds()
-        let succeeded = try runBefore(registry)
-        let pid = try forkHoldingRegistry(registry, succeeded: succeeded, forkFunction)
+        let preparation = try prepare(registry: registry)
+        let pid = forkFunction()
         if pid == 0 {
-            enterChild(registry: registry, parent: getppid())
+            completeInChild(preparation)
             return .child
         }
-        Telemetry.publish(.forkParent, generation: generation, UInt64(pid: pid), microsSince(started))
-        _ = registry.runParent(succeeded: succeeded, generation: generation)
+        try completeInParent(preparation, child: pid, error: .current)
         return .parent(child: pid)
+    }
+
+    /// One fork between its `before` stage and its `parent` or `child`
+    /// stage, holding the registry lock.
+    public struct Preparation: @unchecked Sendable {
+        let registry: AtForkRegistry
+        let succeeded: Set<UInt64>
+        let started: UInt64
+    }
+
+    /// The stages of `fork()` as pieces, for a fork() the host performs
+    /// itself (the C ABI's `forkscope_before_fork`, called from Python's
+    /// `os.register_at_fork`): `prepare`, then the host's fork(), then
+    /// `completeInParent` or `completeInChild`, on the same thread.
+    ///
+    /// `prepare` runs the `before` stage (on failure, `parent` for the
+    /// groups whose `before` succeeded, and throws) and takes the registry
+    /// lock, so the child never inherits it mid-registration.
+    public static func prepare(registry: AtForkRegistry = .shared) throws(ForkError) -> Preparation {
+        let started = Clock.monotonicNanoseconds()
+        let succeeded = try runBefore(registry)
+        registry.lock.lock()
+        return Preparation(registry: registry, succeeded: succeeded, started: started)
+    }
+
+    /// The `parent` stage after fork() returned `pid`; with `pid < 0`,
+    /// `error` is fork()'s errno: `parent` runs (nothing quiesced stays
+    /// locked) and the failure is thrown.
+    public static func completeInParent(_ preparation: Preparation, child pid: pid_t, error: Errno) throws(ForkError) {
+        preparation.registry.lock.unlock()
+        if pid < 0 {
+            Telemetry.publish(.forkFailed, generation: generation, UInt64(error.rawValue), ForkStage.parent.rawValue)
+            _ = preparation.registry.runParent(succeeded: preparation.succeeded, generation: generation)
+            throw .forkFailed(error)
+        }
+        Telemetry.publish(.forkParent, generation: generation, UInt64(pid: pid), microsSince(preparation.started))
+        _ = preparation.registry.runParent(succeeded: preparation.succeeded, generation: generation)
+    }
+
+    /// The `child` stage, in the new process: the inherited registry lock
+    /// is re-initialised (never unlocked), then the generation advances.
+    public static func completeInChild(_ preparation: Preparation) {
+        preparation.registry.lock.reinitializeInChild()
+        enterChild(registry: preparation.registry, parent: getppid())
     }
 
     /// before → fork → setsid → fork → child, in the grandchild only. The
@@ -63,13 +105,17 @@ public enum Fork {
     public static func daemon(
         registry: AtForkRegistry = .shared, logPath: String? = nil, using forkFunction: ForkFunction = systemFork
     ) throws(ForkError) -> Never? {
-        let succeeded = try runBefore(registry)
-        let first = try forkHoldingRegistry(registry, succeeded: succeeded, forkFunction)
-        if first > 0 {
-            // The original process: its part ends here.
+        let preparation = try prepare(registry: registry)
+        let first = forkFunction()
+        if first != 0 {
+            // A failed fork runs `parent` and throws; a successful one ends
+            // the original process's part here (`parent` is not run).
+            if first < 0 { try completeInParent(preparation, child: first, error: .current) }
+            registry.lock.unlock()
             _ = try? ProcessControl.wait(for: first)
             _exit(0)
         }
+        registry.lock.reinitializeInChild()
         // Intermediate: lead a new session, fork the daemon, leave.
         setsid()
         let second = forkFunction()
@@ -93,29 +139,6 @@ public enum Fork {
         }
         Telemetry.publish(.forkBeforeEnd, generation: generation, Outcome.ok.rawValue, microsSince(started), 0)
         return succeeded
-    }
-
-    /// Calls fork() holding the registry lock, so the child never inherits
-    /// it mid-registration (the child re-initialises it; the parent
-    /// unlocks). A failed fork() runs `parent`, so nothing quiesced in
-    /// `before` stays locked.
-    private static func forkHoldingRegistry(
-        _ registry: AtForkRegistry, succeeded: Set<UInt64>, _ forkFunction: ForkFunction
-    ) throws(ForkError) -> pid_t {
-        registry.lock.lock()
-        let pid = forkFunction()
-        if pid == 0 {
-            registry.lock.reinitializeInChild()
-            return 0
-        }
-        registry.lock.unlock()
-        if pid < 0 {
-            let errno = Errno.current
-            Telemetry.publish(.forkFailed, generation: generation, UInt64(errno.rawValue), ForkStage.parent.rawValue)
-            _ = registry.runParent(succeeded: succeeded, generation: generation)
-            throw .forkFailed(errno)
-        }
-        return pid
     }
 
     private static func enterChild(registry: AtForkRegistry, parent: pid_t) {

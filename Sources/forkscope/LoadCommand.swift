@@ -40,6 +40,9 @@ struct Load: ParsableCommand {
                 let token = source.begin()
                 var headers = HTTPHeaders()
                 headers.add(name: "Host", value: endpoint.host)
+                // A new connection per request, so the kernel spreads the
+                // load over every worker accepting on the shared socket.
+                headers.add(name: "Connection", value: "close")
                 switch connection.exchange(HTTPRequest(method: "GET", target: "/", headers: headers), token: token) {
                 case .success(let response) where response.head.status == 200: sent += 1
                 default: failed += 1

@@ -162,12 +162,13 @@ public struct DashboardModel: Sendable, Equatable {
     }
 
     /// Marks processes that are no longer alive but published no exit:
-    /// `isAlive` answers for a key, or nil when it cannot tell.
-    public mutating func observeLiveness(at now: UInt64, isAlive: (ProcessKey) -> Bool?) {
+    /// `isAlive` answers for a key, or nil when it cannot tell. A process
+    /// found gone ends at its last event, the last sign of life there is.
+    public mutating func observeLiveness(isAlive: (ProcessKey) -> Bool?) {
         var changed = false
         for i in processes.indices where !processes[i].state.isEnded {
             guard isAlive(processes[i].key) == false else { continue }
-            end(i, state: .gone, at: max(now, processes[i].lastSeen))
+            end(i, state: .gone, at: processes[i].lastSeen)
             changed = true
         }
         if changed { revision &+= 1 }
@@ -359,6 +360,7 @@ public struct DashboardModel: Sendable, Equatable {
         case .drainWait:
             processes[i].lastDrain = DrainNote(outcome: Outcome(rawValue: e.a2) ?? .failed, micros: e.a3)
         case .agentRequest:
+            processes[i].timeline.add(Mark(time: t, kind: .agentRequest))
             processes[i].agentRequests += 1
             processes[i].agentDelayMilliseconds = e.a3
             processes[i].markRunning()
@@ -432,7 +434,12 @@ public struct DashboardModel: Sendable, Equatable {
         if let i = byPid[e.pid] {
             let p = processes[i]
             let same: Bool
-            if kind == .processStart && p.sawStart {
+            if kind == .processStart && p.state.isEnded {
+                // A start after an end: a new incarnation, even when the
+                // start times match (they are clock ticks, 10 ms apart:
+                // a pid reused at once can repeat one).
+                same = false
+            } else if kind == .processStart && p.sawStart {
                 // A second start: the same incarnation only if it says so.
                 same = announcedStart != nil && announcedStart == p.key.start
             } else if p.state.isEnded {

@@ -393,6 +393,7 @@ struct Renderer {
             case .rebuild: style = .rebuild
             case .exit(let signaled): style = signaled ? .error : .exited
             case .operatorCommand: style = .warning
+            case .agentRequest: style = .sendOK
             case .processStart: style = .dim
             }
             canvas[x: x0 + c, y: y] = Cell(g.mark(mark.kind), style)
@@ -635,7 +636,7 @@ struct Renderer {
         }
         var x = 0
         if !view.controlsAvailable && view.overlay == nil {
-            x += canvas.text(" " + view.readOnlyReason.uppercased() + " ", x: x, y: y, style: .warning)
+            x += canvas.text(" READ-ONLY ", x: x, y: y, style: .warning)
         }
         for (key, label) in keys {
             let width = key.unicodeScalars.count + label.count + 2
@@ -682,7 +683,7 @@ struct Renderer {
         var lines: [(String, Style)] = []
         for group in KeyBinding.Group.allCases {
             var heading = group.rawValue
-            if group == .control && !view.controlsAvailable { heading += " (\(view.readOnlyReason): refused)" }
+            if group == .control && !view.controlsAvailable { heading += " (refused: \(view.readOnlyReason))" }
             lines.append((heading, .bold))
             for binding in KeyTable.bindings where binding.group == group {
                 let keys = binding.keys.map { $0.caption(g) }.joined(separator: " ")

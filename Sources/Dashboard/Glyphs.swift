@@ -57,6 +57,7 @@ public struct Glyphs: Sendable, Equatable {
         case .rebuild(let generation): Unicode.Scalar(UInt8(48 + generation % 10))
         case .exit: exit
         case .operatorCommand: unicode ? "◆" : "*"
+        case .agentRequest: unicode ? "▪" : "o"
         }
     }
 }

@@ -111,6 +111,8 @@ public enum MarkKind: Equatable, Sendable {
     case rebuild(generation: UInt32)
     case exit(signaled: Bool)
     case operatorCommand
+    /// The agent received a payload (`agent.request`).
+    case agentRequest
 }
 
 public struct Mark: Equatable, Sendable {

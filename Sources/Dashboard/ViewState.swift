@@ -63,7 +63,8 @@ public struct ViewState: Equatable, Sendable {
     public var status: StatusMessage?
     /// The scenario narration line (nil: none).
     public var narration: String?
-    /// Whether a controller is attached; otherwise why not.
+    /// Whether a controller is attached; otherwise why not (shown when a
+    /// control key is refused).
     public var controlsAvailable: Bool
     public var readOnlyReason: String
     /// The log file shown in the log pane (nil: the selected process's own).
@@ -71,7 +72,7 @@ public struct ViewState: Equatable, Sendable {
     public var burstRequests = 200
     public var agentDelayMilliseconds = 1000
 
-    public init(controlsAvailable: Bool, readOnlyReason: String = "read-only") {
+    public init(controlsAvailable: Bool, readOnlyReason: String = "no controller") {
         self.controlsAvailable = controlsAvailable
         self.readOnlyReason = readOnlyReason
     }
@@ -177,8 +178,9 @@ public struct ViewState: Equatable, Sendable {
     /// One action of the key table.
     public mutating func perform(_ action: Action, model: DashboardModel, layout: DashboardLayout, now: UInt64) -> InputOutcome {
         if action.isControl && !controlsAvailable {
-            let name = KeyTable.binding(for: action)?.label ?? action.rawValue
-            say("\(readOnlyReason): \(name) refused (no control socket; attach to a live demo session without --readonly)", error: true, now: now)
+            let binding = KeyTable.binding(for: action)
+            let key = binding?.keys.first.map { $0.caption(.ascii) + " " } ?? ""
+            say("read-only: \(key)(\(binding?.label ?? action.rawValue)) refused: \(readOnlyReason)", error: true, now: now)
             return .redraw
         }
         let rows = rows(model)
@@ -305,6 +307,7 @@ public struct ViewState: Equatable, Sendable {
             case .search:
                 search = promptText
                 logOffset = 0
+                pane = .events  // the search is the event log's
                 if !search.isEmpty { jumpToMatch(older: true, model: model, now: now, fromNewest: true) }
             case .filter:
                 filterText = promptText

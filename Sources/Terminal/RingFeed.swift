@@ -43,8 +43,7 @@ public final class RingFeed {
     /// to have ended.
     public func checkLiveness() {
         guard canCheckLiveness else { return }
-        let now = Clock.monotonicNanoseconds()
-        model.observeLiveness(at: now) { key in
+        model.observeLiveness { key in
             guard key.start != 0 else { return nil }
             return ProcessControl.isAlive(pid: key.pid, startTime: key.start)
         }

@@ -16,7 +16,7 @@ public struct DashboardOptions: Sendable {
     /// `.snapshot` reads a private copy (a saved file that may change).
     public var mode: RingReader.Mode = .live
     /// Why control keys are refused when there is no controller.
-    public var readOnlyReason = "read-only"
+    public var readOnlyReason = "no controller"
     /// How often the ring is re-read.
     public var refreshMilliseconds = 100
     public var colour = true

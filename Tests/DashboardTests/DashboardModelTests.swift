@@ -172,6 +172,21 @@ final class DashboardModelTests: XCTestCase {
         XCTAssertEqual(r.me.role, .host)
     }
 
+    func testAStartAfterAnExitIsANewIncarnationEvenWithTheSameStartTick() throws {
+        // Start times are 10 ms clock ticks: a pid reused at once can repeat one.
+        let r = try ScratchRing()
+        let ticks = ProcessControl.startTime(of: getpid())!
+        r.publish(1, .processStart, 1, ProcessRole.worker.rawValue, r.w.intern("one"), ticks)
+        r.publish(2, .processExit, 0, 0)
+        r.publish(3, .processStart, 1, ProcessRole.worker.rawValue, r.w.intern("two"), ticks)
+        r.publish(4, .sendStart, 1, 1, 1, 1)
+        try r.fold()
+        XCTAssertEqual(r.model.processes.map(\.name), ["one", "two"])
+        XCTAssertEqual(r.model.processes.map(\.state), [.exited(status: 0, signal: 0), .running])
+        XCTAssertEqual(r.model.processes[1].timeline.inFlight.count, 1)
+        XCTAssertEqual(r.model.processIndex(pid: getpid()), 1)
+    }
+
     func testAnOutcomeWhoseStartWasLostIsDrawnFromItsDuration() throws {
         let r = try ScratchRing()
         r.publish(1000, .sendCancel, 7, CancelReason.shutdown.rawValue, 250_000, 4)
@@ -245,10 +260,11 @@ final class DashboardModelTests: XCTestCase {
         r.publish(1, .sendStart, 1, 5, 100, 1)
         try r.fold()
         let revision = r.model.revision
-        r.model.observeLiveness(at: r.at(50)) { _ in nil }
+        r.model.observeLiveness { _ in nil }
         XCTAssertEqual(r.model.revision, revision, "unknown liveness changes nothing")
-        r.model.observeLiveness(at: r.at(50)) { _ in false }
+        r.model.observeLiveness { _ in false }
         XCTAssertEqual(r.me.state, .gone)
+        XCTAssertEqual(r.me.endedAt, r.at(1), "gone at its last sign of life")
         XCTAssertEqual(r.me.timeline.sends.map(\.outcome), [.unfinished])
         XCTAssertNotEqual(r.model.revision, revision)
     }

@@ -157,6 +157,10 @@ case "pid-reuse":
     }
     reap(first)
     at(45, .workerExited, UInt64(UInt32(bitPattern: first)), 0, 0, 0)
+    // Start times are clock ticks (10 ms): let one pass, so the two
+    // incarnations differ by start time as a reused pid does in life.
+    var none: [pollfd] = []
+    _ = try? poll(&none, timeoutMilliseconds: 30)
     // Ask the kernel for the same pid again (root, in this pid namespace).
     var second: pid_t = 0
     for _ in 0..<50 {

@@ -70,7 +70,11 @@ enum ExporterTable {
 
     static func insert(_ exporter: Exporter) throws(ABIFailure) -> UInt64 {
         try withLock { () throws(ABIFailure) -> UInt64 in
-            guard let index = exporters.firstIndex(where: { $0 == nil }) else {
+            // A slot whose generation would no longer fit the handle's 32
+            // bits is retired, so no handle is ever issued twice.
+            guard let index = exporters.indices.first(where: {
+                exporters[$0] == nil && fksc_slot_state(UInt32($0)) >> 1 < UInt64(UInt32.max)
+            }) else {
                 throw ABIFailure(FORKSCOPE_E_LIMIT, "\(FKSC_SLOT_COUNT) exporters are open in this process; close one first")
             }
             let generation = (fksc_slot_state(UInt32(index)) >> 1) + 1

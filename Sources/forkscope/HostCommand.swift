@@ -145,7 +145,7 @@ struct HostGunicorn: ParsableCommand {
             ring      \(ringPath)
             agent     \(agentURL)\(processes.agent.map { " (started, pid \($0), log \(session.logPath("agent")))" } ?? " (given)")
             gunicorn  http://\(address) (master pid \(processes.gunicorn ?? 0), \(workers) workers, \(mode.joined(separator: ", ")), log \(gunicornLog))
-            watch     forkscope dump --follow \(ringPath)
+            watch     forkscope attach \(ringPath)   (or: forkscope dump --follow \(ringPath))
             stop      Ctrl-C, or kill -TERM \(getpid())
 
             """)

@@ -108,6 +108,10 @@ def publish_process_start(role, name):
 # -------------------------------------------------------------- fork stages
 
 _hooks_registered = False
+# Per forking thread: whether its `before` stage succeeded. After a failed
+# one the library already ran `parent` for what it had quiesced, and a
+# child recovers through fork detection: the after-stages are skipped.
+_stage = threading.local()
 
 
 def _report(stage, status):
@@ -115,20 +119,25 @@ def _report(stage, status):
     # ("Exception ignored in..."): say what failed, in one line, instead.
     if status != 0:
         sys.stderr.write(f"forkscope: {stage}: {_native.status_name(status)}: {_native.last_error()}\n")
+    return status == 0
 
 
 def _before_fork():
-    _report("before_fork", _native.lib().forkscope_before_fork())
+    _stage.prepared = _report("before_fork", _native.lib().forkscope_before_fork())
 
 
 def _after_fork_in_parent():
     # Python does not tell the callback the child's pid: 0 lets the library
     # find it in /proc/thread-self/children.
-    _report("after_fork_parent", _native.lib().forkscope_after_fork_parent(0))
+    if getattr(_stage, "prepared", False):
+        _stage.prepared = False
+        _report("after_fork_parent", _native.lib().forkscope_after_fork_parent(0))
 
 
 def _after_fork_in_child():
-    _report("after_fork_child", _native.lib().forkscope_after_fork_child())
+    if getattr(_stage, "prepared", False):
+        _stage.prepared = False
+        _report("after_fork_child", _native.lib().forkscope_after_fork_child())
 
 
 def register_fork_hooks():

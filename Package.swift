@@ -41,7 +41,7 @@ let package = Package(
         ),
         // Spawned by tests: real processes that publish, stall and die on cue,
         // so no test forks the XCTest process itself.
-        .executableTarget(name: "forkscope-testhost", dependencies: ["EventRing", "Posix", "CPosix"], path: "Sources/ForkscopeTestHost"),
+        .executableTarget(name: "forkscope-testhost", dependencies: ["EventRing", "ForkSafety", "TraceTransport", "Wire", "Posix", "CPosix"], path: "Sources/ForkscopeTestHost"),
         .testTarget(name: "PosixTests", dependencies: ["Posix", "CPosix"]),
         .target(name: "TestSupport", dependencies: ["EventRing", "Posix"], path: "Tests/TestSupport"),
         .testTarget(name: "EventRingTests", dependencies: ["EventRing", "Posix", "CPosix", "TestSupport"]),

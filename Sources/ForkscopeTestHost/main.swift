@@ -6,6 +6,7 @@
 //   hold RING               publish one event, print "held", keep the lane until stdin closes
 //   signals RING COUNT      publish COUNT marks while SIGALRM handlers publish on the same lane
 //   fork-raw RING           publish, fork() without hooks, child publishes; print child pid
+//   seed-fork RING URL POLICY  the first seed's delaying-agent fork (see SeedForkScenario)
 import CPosix
 import EventRing
 import Glibc
@@ -60,6 +61,9 @@ case "fork-raw":
     }
     let status = try? ProcessControl.wait(for: child)
     say("child \(child) \(status.map { "\($0.status)" } ?? "lost")")
+case "seed-fork":
+    guard arguments.count > 4 else { exit(64) }
+    exit(SeedForkScenario.run(ring: path, agentURL: arguments[3], policy: arguments[4]))
 default:
     try? FileDescriptor.standardError.writeAll("forkscope-testhost: unknown mode \(mode)\n")
     exit(64)

@@ -31,6 +31,9 @@ int fks_install_fork_counter(void) {
 pid_t fks_cached_pid(void) {
     pid_t pid = atomic_load_explicit(&cached_pid, memory_order_relaxed);
     if (pid == 0) {
+        // The child handler that clears the cache must exist before any
+        // fork this value could outlive.
+        fks_install_fork_counter();
         pid = getpid();
         atomic_store_explicit(&cached_pid, pid, memory_order_relaxed);
     }

@@ -35,12 +35,13 @@ public final class DemoApplication: @unchecked Sendable {
     /// exporter; returns how many spans it made.
     @discardableResult
     public func trace(method: String, target: String, durationNanoseconds: Int64, status: Int) -> Int {
-        var random = SystemRandomNumberGenerator()
+        var random = SpanIDGenerator.shared
+        defer { SpanIDGenerator.shared = random }
         let traceID = UInt64.random(in: 1...UInt64.max, using: &random)
         let rootID = UInt64.random(in: 1...UInt64.max, using: &random)
         let now = Int64(Clock.realtimeNanoseconds())
         let start = now - durationNanoseconds
-        let pid = Double(getpid())
+        let pid = Double(fks_cached_pid())
         var root = Span(traceID: traceID, spanID: rootID, parentID: 0, name: "http.request", resource: "\(method) \(target)",
                         service: service, type: "web", start: start, duration: durationNanoseconds, error: status >= 500 ? 1 : 0)
         root.meta = ["http.method": method, "http.url": target, "http.status_code": String(status), "component": "forkscope-demo"]
@@ -58,6 +59,31 @@ public final class DemoApplication: @unchecked Sendable {
         }
         writer.enqueue(spans)
         return spans.count
+    }
+}
+
+/// Span ids from a per-process xorshift generator seeded by the kernel once
+/// (and again after every fork, so two workers never draw the same ids):
+/// a getrandom(2) per id would cost a system call per span.
+struct SpanIDGenerator: RandomNumberGenerator {
+    private var state: UInt64
+    private var forkCount: UInt64
+
+    nonisolated(unsafe) static var shared = SpanIDGenerator()
+
+    init() {
+        var seed = SystemRandomNumberGenerator()
+        state = seed.next() | 1
+        forkCount = fks_fork_count()
+    }
+
+    mutating func next() -> UInt64 {
+        if forkCount != fks_fork_count() { self = SpanIDGenerator() }
+        // xorshift64*
+        state ^= state >> 12
+        state ^= state << 25
+        state ^= state >> 27
+        return state &* 0x2545_F491_4F6C_DD1D
     }
 }
 

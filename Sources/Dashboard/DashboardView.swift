@@ -6,7 +6,9 @@ public struct DashboardFrame: Sendable {
     public enum Source: Sendable, Equatable {
         /// A live ring (its processes may still publish).
         case live
-        /// A saved file, or a ring whose processes have all ended.
+        /// A live ring whose processes have all ended.
+        case ended
+        /// A saved copy, or a ring written during another boot.
         case saved
     }
 
@@ -66,7 +68,7 @@ struct Renderer {
         perColumn = frame.view.nanosecondsPerColumn
         let span = perColumn * UInt64(max(0, layout.timelineWidth - 1))
         let origin = frame.model.origin.monotonic
-        if frame.view.rightEdge == nil, frame.source == .saved, frame.now >= origin, frame.now - origin <= span {
+        if frame.view.rightEdge == nil, frame.source != .live, frame.now >= origin, frame.now - origin <= span {
             // A saved ring that fits: its whole history, from the ring's start.
             windowStart = origin
             windowEnd = origin + span
@@ -137,7 +139,11 @@ struct Renderer {
         if view.paused {
             mode = "PAUSED" + (frame.eventsWhilePaused > 0 ? " +\(Format.count(frame.eventsWhilePaused))" : "")
         } else {
-            mode = frame.source == .live ? "LIVE" : "SAVED"
+            switch frame.source {
+            case .live: mode = "LIVE"
+            case .ended: mode = "ENDED"
+            case .saved: mode = "SAVED"
+            }
         }
         let bar = " " + g.vertical.description + " "
         let alive = model.processes.filter { !$0.state.isEnded }.count

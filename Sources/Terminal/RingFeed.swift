@@ -10,7 +10,8 @@ public final class RingFeed {
     public let reader: RingReader
     public private(set) var model: DashboardModel
     /// Whether the ring can still change: mapped live, written during this
-    /// boot, and some process that owns a lane still alive.
+    /// boot, and some process that owns a lane still alive (or none has
+    /// published yet).
     public private(set) var isLive: Bool
     private var buffer: [Event] = []
     private let canCheckLiveness: Bool
@@ -48,8 +49,15 @@ public final class RingFeed {
             return ProcessControl.isAlive(pid: key.pid, startTime: key.start)
         }
         let owners = (model.accounting?.lanes ?? []).filter { $0.ownerPid > 0 }
-        isLive = owners.contains { ProcessControl.isAlive(pid: $0.ownerPid, startTime: $0.ownerStart) }
+        isLive = model.processes.isEmpty  // nothing published yet: waiting for it
+            || owners.contains { ProcessControl.isAlive(pid: $0.ownerPid, startTime: $0.ownerStart) }
             || model.processes.contains { !$0.state.isEnded && $0.key.start != 0 }
+    }
+
+    /// What the title calls the ring: live, ended (mapped live, every
+    /// process gone), or saved (a copy, or written during another boot).
+    public var source: DashboardFrame.Source {
+        isLive ? .live : canCheckLiveness ? .ended : .saved
     }
 
     /// The time the view calls "now": the clock while the ring is live, else

@@ -244,7 +244,7 @@ private struct Loop {
         lastKey = key
         let frame = DashboardFrame(
             model: shownModel, view: view, logs: logs?.snapshot ?? LogSnapshot(), now: now,
-            source: feed.isLive ? .live : .saved, title: options.title,
+            source: feed.source, title: options.title,
             glyphs: screen.unicode ? .utf8 : .ascii,
             eventsWhilePaused: frozen.map { feed.model.eventCount - $0.model.eventCount } ?? 0
         )

@@ -18,7 +18,7 @@ struct Logs: ParsableCommand {
     @Option(help: "The session directory (default: the newest session).")
     var session: String?
 
-    @Option(name: .shortAndLong, help: "How many lines to print.")
+    @Option(name: [.customShort("n"), .long], help: "How many lines to print.")
     var lines = 20
 
     @Flag(name: .shortAndLong, help: "Keep printing lines as they are written (Ctrl-C stops).")

@@ -13,9 +13,12 @@
 //                           incarnations announced on two lanes of one process)
 //   overwrite RING COUNT    a child publishes COUNT events into a small lane
 //   render RING             the rich scene the render references are made of
+//   reaper RING             DescendantReaper: spawn a process that orphans a
+//                           grandchild and one that ignores SIGTERM, end all
 import EventRing
 import Glibc
 import Posix
+import Terminal
 
 let arguments = CommandLine.arguments
 guard arguments.count >= 3 else {
@@ -283,6 +286,26 @@ case "render":
     at(8000, .writerGauge, generation: 1, 2, 90, 88, 0)
     at(8000, .writerLosses, generation: 1, 20, 0, 1, 0)
     for pid in [w1, w2, w3, w4, noisy] { reap(pid) }
+case "reaper":
+    // The reaper makes this process a child subreaper: the orphaned
+    // grandchild is re-parented here, and endAll must end it too.
+    let reaper = try! DescendantReaper()
+    let quiet: [Spawn.FileAction] = [.nullDevice(as: .standardInput), .nullDevice(as: .standardOutput), .nullDevice(as: .standardError)]
+    try! reaper.spawn(Spawn(path: "/bin/sh", arguments: ["sh", "-c", "(sleep 300 &); exec sleep 300"], fileActions: quiet))
+    try! reaper.spawn(Spawn(path: "/bin/sh", arguments: ["sh", "-c", "trap '' TERM; exec sleep 300"], fileActions: quiet))
+    let deadline = Deadline(seconds: 10)
+    var descendants: [pid_t] = []
+    // Three sleeps: two spawned (exec'd) and the orphan, now our child.
+    while !deadline.hasPassed {
+        descendants = (try? ProcessControl.children(of: getpid())) ?? []
+        let sleeping = descendants.filter { (try? FileSystem.readFile("/proc/\($0)/comm", limit: 64)).map { String(decoding: $0, as: UTF8.self) } == "sleep\n" }
+        if sleeping.count == 3 { break }
+        var none: [pollfd] = []
+        _ = try? poll(&none, timeoutMilliseconds: 10)
+    }
+    for pid in descendants { say("proc\(pid) \(pid) \(ProcessControl.startTime(of: pid) ?? 0)") }
+    let report = reaper.endAll(grace: 0.5)
+    say("report terminated=\(report.terminated.count) killed=\(report.killed.count) survivors=\(report.survivors.count)")
 default:
     try? FileDescriptor.standardError.writeAll("dashboard-fixture-host: unknown scenario \(scenario)\n")
     exit(64)

@@ -48,7 +48,7 @@ let package = Package(
         .testTarget(name: "ForkscopeCLITests", dependencies: ["EventRing", "Posix", "TestSupport"]),
         .testTarget(name: "TerminalSmokeTests", dependencies: ["CCurses"]),
         // Real forked processes publishing scripted events, for the dashboard's tests.
-        .executableTarget(name: "dashboard-fixture-host", dependencies: ["EventRing", "Posix"], path: "Tests/DashboardTests/FixtureHost"),
+        .executableTarget(name: "dashboard-fixture-host", dependencies: ["EventRing", "Posix", "Terminal"], path: "Tests/DashboardTests/FixtureHost"),
         .testTarget(name: "DashboardTests", dependencies: ["Dashboard", "EventRing", "Posix", "TestSupport"], exclude: ["FixtureHost", "References"]),
         .testTarget(name: "TerminalTests", dependencies: ["Terminal", "Dashboard", "EventRing", "Posix", "TestSupport"]),
         .testTarget(name: "TraceTransportTests", dependencies: ["TraceTransport", "ForkSafety", "Wire", "EventRing", "Posix", "CPosix", "TestSupport"]),

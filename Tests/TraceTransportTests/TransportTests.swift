@@ -222,4 +222,56 @@ final class TransportTests: XCTestCase {
         guard case .responded(200, _, _) = outcome else { return XCTFail("\(outcome)") }
         XCTAssertGreaterThan(closedAt, answeredAt, "close returned only after the send finished")
     }
+
+    // MARK: the full matrix: each phase, cancelled from a thread and from a signal handler
+
+    enum Phase: CaseIterable { case connect, write, read }
+    enum Source: CaseIterable { case thread, signal }
+
+    /// Puts a send in `phase` against a loopback server, cancels it from
+    /// `source`, and returns the outcome.
+    func cancel(in phase: Phase, from source: Source) throws -> SendOutcome {
+        let server = try LoopbackServer(backlog: phase == .connect ? 0 : 16)
+        var filler: Socket? = nil
+        if phase == .connect {
+            // Backlog 0 admits one connection never accepted; ours then stays in progress.
+            filler = try Socket.open(.ipv4, .stream, flags: [.closeOnExec, .nonBlocking])
+            _ = try filler!.connect(to: server.address)
+        }
+        defer { try? filler?.close() }
+        let transport = try transport(server.url, timeouts: Timeouts(connectMilliseconds: 20_000, readMilliseconds: 20_000, totalMilliseconds: 30_000))
+        cancellationForSignal = transport.participant.cancellation.signalSafeState
+        defer { cancellationForSignal = nil }
+        try Signals.install(cancelFromSignalHandler, for: SIGUSR2)
+        defer { try? Signals.restoreDefault(SIGUSR2) }
+        let payload = phase == .write ? payload(bytes: 32 << 20) : payload()
+        var outcome: SendOutcome = .deferred
+        let sender = TestThread { outcome = transport.send(payload) }
+        switch phase {
+        case .connect: try waitUntilSending(transport)
+        case .write: try server.accept(); try waitUntilSending(transport)
+        case .read: _ = try server.readRequest(from: try server.accept())
+        }
+        switch source {
+        case .thread: transport.cancelInFlight(reason: .shutdown)
+        case .signal: XCTAssertEqual(sender.signal(SIGUSR2), 0)  // the handler runs on the sending thread
+        }
+        sender.join()
+        return outcome
+    }
+
+    func testCancellationWakesASenderInEveryPhaseFromAThreadOrASignalHandler() throws {
+        for phase in Phase.allCases {
+            for source in Source.allCases {
+                let started = Clock.monotonicNanoseconds()
+                let outcome = try cancel(in: phase, from: source)
+                let micros = (Clock.monotonicNanoseconds() - started) / 1000
+                guard case .cancelled(.shutdown, _) = outcome else {
+                    XCTFail("\(phase) / \(source): \(outcome)")
+                    continue
+                }
+                XCTAssertLessThan(micros, 5_000_000, "\(phase) / \(source): woken by the cancel, not a timeout")
+            }
+        }
+    }
 }

@@ -11,7 +11,7 @@ import Wire
 struct Host: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a real preforking server that embeds libforkscope, against a session.",
-        subcommands: [HostGunicorn.self]
+        subcommands: [HostGunicorn.self, HostPuma.self, HostUnicorn.self]
     )
 }
 
@@ -128,7 +128,7 @@ struct HostGunicorn: ParsableCommand {
         if preload { arguments.append("--preload") }
         arguments.append("app:application")
         let gunicornLog = session.logPath("gunicorn")
-        processes.gunicorn = try Spawn.run(
+        processes.server = try Spawn.run(
             gunicorn, arguments: arguments, environment: environment.map { "\($0.key)=\($0.value)" }.sorted(),
             fileActions: [.nullDevice(as: .standardInput), .appendingLog(gunicornLog, as: .standardOutput),
                           .duplicate(.standardOutput, as: .standardError)],
@@ -144,7 +144,7 @@ struct HostGunicorn: ParsableCommand {
             session   \(session.path)
             ring      \(ringPath)
             agent     \(agentURL)\(processes.agent.map { " (started, pid \($0), log \(session.logPath("agent")))" } ?? " (given)")
-            gunicorn  http://\(address) (master pid \(processes.gunicorn ?? 0), \(workers) workers, \(mode.joined(separator: ", ")), log \(gunicornLog))
+            gunicorn  http://\(address) (master pid \(processes.server ?? 0), \(workers) workers, \(mode.joined(separator: ", ")), log \(gunicornLog))
             watch     forkscope attach \(ringPath)   (or: forkscope dump --follow \(ringPath))
             stop      Ctrl-C, or kill -TERM \(getpid())
 
@@ -238,9 +238,15 @@ struct ExampleFiles {
 /// deadline; whatever is left below this process (a subreaper: orphaned
 /// workers come to us) is killed at the end.
 struct HostedProcesses {
-    var gunicorn: pid_t?
+    /// The server's master (gunicorn, puma, unicorn).
+    var server: pid_t?
     var agent: pid_t?
-    private var gunicornStatus: WaitStatus?
+    /// What stops the server gracefully: SIGTERM for gunicorn and Puma,
+    /// SIGQUIT for Unicorn (whose SIGTERM is an immediate shutdown).
+    var stopSignal: CInt = SIGTERM
+    /// The server's name in messages.
+    var serverName = "gunicorn"
+    private var serverStatus: WaitStatus?
 
     /// Polls for gunicorn's `when_ready` note (its real address and pid).
     mutating func waitForAddressFile(_ path: String, log: String, within seconds: Double) throws -> String {
@@ -250,13 +256,34 @@ struct HostedProcesses {
                 return String(line.prefix { $0 != " " && $0 != "\n" })
             }
             reapAvailable()
-            if let gunicornStatus {
-                throw ValidationError("gunicorn exited (\(gunicornStatus)) before it was ready; see \(log)")
+            if let serverStatus {
+                throw ValidationError("\(serverName) exited (\(serverStatus)) before it was ready; see \(log)")
             }
             var none: [pollfd] = []
             _ = try poll(&none, timeoutMilliseconds: 20)
         }
-        throw ValidationError("gunicorn was not ready within \(Int(seconds)) s; see \(log)")
+        throw ValidationError("\(serverName) was not ready within \(Int(seconds)) s; see \(log)")
+    }
+
+    /// Polls until `address` accepts a TCP connection (the server's
+    /// listener exists), failing early if the server exited.
+    mutating func waitForListener(_ address: String, log: String, within seconds: Double) throws {
+        let target = try SocketAddress.ipv4(parsing: address)
+        let deadline = Deadline(seconds: seconds)
+        while !deadline.hasPassed {
+            if let socket = try? Socket.open(.ipv4, flags: [.closeOnExec]) {
+                let connected = (try? socket.connect(to: target)) == .connected
+                try? socket.close()
+                if connected { return }
+            }
+            reapAvailable()
+            if let serverStatus {
+                throw ValidationError("\(serverName) exited (\(serverStatus)) before it listened on \(address); see \(log)")
+            }
+            var none: [pollfd] = []
+            _ = try poll(&none, timeoutMilliseconds: 20)
+        }
+        throw ValidationError("\(serverName) did not listen on \(address) within \(Int(seconds)) s; see \(log)")
     }
 
     /// Waits for SIGINT/SIGTERM (or gunicorn ending by itself), then stops
@@ -266,31 +293,31 @@ struct HostedProcesses {
         var signals = sigset_t()
         sigemptyset(&signals)
         for signal in [SIGINT, SIGTERM, SIGCHLD] { sigaddset(&signals, signal) }
-        while gunicornStatus == nil {
+        while serverStatus == nil {
             var timeout = timespec(tv_sec: 0, tv_nsec: 250_000_000)
             let signal = sigtimedwait(&signals, nil, &timeout)
             reapAvailable()
             if signal == SIGINT || signal == SIGTERM { break }
         }
-        if let master = gunicorn, gunicornStatus == nil {
-            // SIGTERM is gunicorn's graceful stop: workers finish their
-            // request, run worker_exit (the binding flushes), and exit.
-            try? ProcessControl.send(SIGTERM, to: master)
+        if let master = server, serverStatus == nil {
+            // The graceful stop (gunicorn, Puma: SIGTERM; Unicorn: SIGQUIT):
+            // workers finish their request, flush in their exit hook, and exit.
+            try? ProcessControl.send(stopSignal, to: master)
             let deadline = Deadline(seconds: 60)
-            while gunicornStatus == nil, !deadline.hasPassed {
+            while serverStatus == nil, !deadline.hasPassed {
                 var timeout = timespec(tv_sec: 0, tv_nsec: 50_000_000)
                 _ = sigtimedwait(&signals, nil, &timeout)
                 reapAvailable()
             }
-            if gunicornStatus == nil { stop(master, signal: SIGKILL, within: 5) }
+            if serverStatus == nil { stop(master, signal: SIGKILL, within: 5) }
         }
-        return gunicornStatus
+        return serverStatus
     }
 
     /// Reaps every child that has ended (ours, or orphans reparented to us).
     mutating func reapAvailable() {
         while let (pid, status) = try? ProcessControl.wait(for: -1, options: WNOHANG) {
-            if pid == gunicorn { gunicornStatus = status }
+            if pid == server { serverStatus = status }
             if pid == agent { agent = nil }
         }
     }
@@ -299,11 +326,11 @@ struct HostedProcesses {
     mutating func stop(_ pid: pid_t, signal: CInt, within seconds: Double) {
         try? ProcessControl.send(signal, to: pid)
         if let status = try? ProcessControl.wait(for: pid, deadline: Deadline(seconds: seconds)) {
-            if pid == gunicorn { gunicornStatus = status }
+            if pid == server { serverStatus = status }
             return
         }
         _ = try? ProcessControl.killTree(root: pid, signal: SIGKILL)
-        if let status = try? ProcessControl.wait(for: pid, deadline: Deadline(seconds: 5)), pid == gunicorn { gunicornStatus = status }
+        if let status = try? ProcessControl.wait(for: pid, deadline: Deadline(seconds: 5)), pid == server { serverStatus = status }
     }
 
     /// Ends everything still running below this process.

@@ -105,7 +105,7 @@ public struct DashboardModel: Sendable, Equatable {
     /// (its lane was overwritten and its first event was not the lane's first).
     public func historyLost(_ process: ProcessModel) -> Bool {
         guard let lane = laneAccounting(of: process) else { return false }
-        return lane.overwritten + lane.torn + lane.abandoned > 0 && !process.sawStart
+        return lane.overwritten &+ lane.torn &+ lane.abandoned > 0 && !process.sawStart
     }
 
     /// Every process in tree order: roots by first sight, children by first
@@ -327,8 +327,7 @@ public struct DashboardModel: Sendable, Equatable {
             if operatorCommands.count > 64 { operatorCommands.removeFirst(operatorCommands.count - 64) }
             processes[i].timeline.add(Mark(time: t, kind: .operatorCommand))
         case .workerSpawned:
-            guard e.a0 > 0 else { break }
-            let worker = child(pid: Int32(truncatingIfNeeded: e.a0), of: i, at: t)
+            guard e.a0 > 0, let worker = child(pid: Int32(truncatingIfNeeded: e.a0), of: i, at: t) else { break }
             if processes[worker].role == .unknown { processes[worker].role = .worker }
             processes[worker].workerIndex = e.a1
         case .workerExited:
@@ -497,7 +496,8 @@ public struct DashboardModel: Sendable, Equatable {
     /// The process a parent reports as its new child (`fork.parent`,
     /// `worker.spawned`): the child's own incarnation when it already
     /// published, else a placeholder until it does.
-    private mutating func child(pid: Int32, of parent: Int, at t: UInt64) -> Int {
+    private mutating func child(pid: Int32, of parent: Int, at t: UInt64) -> Int? {
+        guard pid != processes[parent].key.pid else { return nil }  // a hostile or garbled event
         if let i = byPid[pid], i != parent {
             let p = processes[i]
             if p.parent == parent {
@@ -512,7 +512,7 @@ public struct DashboardModel: Sendable, Equatable {
         }
         let i = create(ProcessKey(pid: pid, start: 0), at: t)
         processes[i].placeholder = true
-        processes[i].forkGeneration = processes[parent].forkGeneration + 1
+        processes[i].forkGeneration = processes[parent].forkGeneration &+ 1
         link(child: i, parent: parent, arrowAt: t)
         return i
     }

@@ -71,7 +71,7 @@ struct Renderer {
         if frame.view.rightEdge == nil, frame.source != .live, frame.now >= origin, frame.now - origin <= span {
             // A saved ring that fits: its whole history, from the ring's start.
             windowStart = origin
-            windowEnd = origin + span
+            windowEnd = origin.addingReportingOverflow(span).overflow ? .max : origin + span
         } else {
             windowEnd = frame.view.rightEdge ?? frame.now
             windowStart = windowEnd > span ? windowEnd - span : 0
@@ -219,9 +219,12 @@ struct Renderer {
         interval *= steps[n % 3]
         let origin = model.origin.monotonic
         let startOffset = windowStart > origin ? windowStart - origin : 0
-        var tick = (startOffset + interval - 1) / interval * interval
+        var tick = startOffset / interval * interval
+        if tick < startOffset { tick += interval }
         while true {
-            let time = origin + tick
+            // A hostile header can put the origin near the end of the clock.
+            let (time, wrapped) = origin.addingReportingOverflow(tick)
+            if wrapped { break }
             let c = column(time)
             if c >= layout.timelineWidth { break }
             if c >= 0 {
@@ -230,7 +233,9 @@ struct Renderer {
                 let room = layout.timelineWidth - c - 1
                 if label.count <= room { canvas.text(label, x: layout.timelineX + c + 1, y: y, style: .axis) }
             }
-            tick += interval
+            let (next, overflow) = tick.addingReportingOverflow(interval)
+            if overflow { break }
+            tick = next
         }
     }
 
@@ -337,7 +342,7 @@ struct Renderer {
         func bar(_ send: Send) {
             let stop = send.end ?? min(end, present)
             let a = column(send.start), b = column(stop)
-            guard b >= 0, a < width else { return }
+            guard b >= 0, a < width, a <= b else { return }
             let rank: UInt8
             let style: Style
             let body: Unicode.Scalar
@@ -427,8 +432,9 @@ struct Renderer {
             let x = layout.timelineX + c
             let from = rowOf[arrow.parent] ?? (parentAt < top ? firstRow - 1 : lastRow + 1)
             let to = rowOf[arrow.child] ?? (childAt < top ? firstRow - 1 : lastRow + 1)
-            guard to > from else { continue }
-            for y in max(firstRow, from + 1)...min(lastRow, to) where y >= firstRow {
+            let low = max(firstRow, from + 1), high = min(lastRow, to)
+            guard low <= high else { continue }
+            for y in low...high {
                 let cell = canvas[x: x, y: y]
                 guard cell.scalar == " " || cell.style == .lifeline || cell.style == .quiesce else { continue }
                 canvas[x: x, y: y] = Cell(y == to ? g.arrowDown : g.arrowLine, .forkMark)
@@ -513,19 +519,19 @@ struct Renderer {
         var setup: [String] = []
         if let policy = p.policy { setup.append("policy \(policy.name)") }
         if p.registeredHooks > 0 { setup.append("\(p.registeredHooks) hooks") }
-        if let drain = p.lastDrain { setup.append("drain \(drain.outcome.name) \(Format.duration(drain.micros * 1000, unicode: g.unicode))") }
+        if let drain = p.lastDrain { setup.append("drain \(drain.outcome.name) \(Format.micros(drain.micros, unicode: g.unicode))") }
         if p.agentRequests > 0 { setup.append("\(p.agentRequests) requests, delay \(p.agentDelayMilliseconds)ms") }
         if !setup.isEmpty { lines.append((setup.joined(separator: dot), .normal)) }
         for hook in p.hooks.suffix(3).reversed() {
             let stage = hook.stage?.name ?? "server"
-            let took = hook.stage == nil ? "" : " \(hook.outcome.name) \(Format.duration(hook.micros * 1000, unicode: g.unicode))"
+            let took = hook.stage == nil ? "" : " \(hook.outcome.name) \(Format.micros(hook.micros, unicode: g.unicode))"
             lines.append(("hook \(stage) \(hook.name)\(took)", hook.outcome == .ok ? .dim : .error))
         }
         if let error = p.lastError {
             lines.append(("error \(EventText.seconds(model.origin.offset(error.time))) \(error.text)", .error))
         }
         if let lane = model.laneAccounting(of: p) {
-            let lost = lane.overwritten + lane.torn + lane.abandoned
+            let lost = lane.overwritten &+ lane.torn &+ lane.abandoned
             lines.append(("lane \(lane.lane): \(p.events) events" + (lost > 0 ? ", lane lost \(lost)" : ""), lost > 0 ? .warning : .dim))
         }
         for (n, line) in lines.prefix(layout.paneRows.count).enumerated() {

@@ -25,6 +25,12 @@ public enum Format {
         return "\(seconds / 60)m\(rest < 10 ? "0" : "")\(rest)s"
     }
 
+    /// A duration given in microseconds (saturating: a hostile value cannot trap).
+    public static func micros(_ us: UInt64, unicode: Bool = false) -> String {
+        let (ns, overflow) = us.multipliedReportingOverflow(by: 1000)
+        return duration(overflow ? .max : ns, unicode: unicode)
+    }
+
     /// `value / unit` with `places` decimals, truncated.
     public static func decimal(_ value: UInt64, unit: UInt64, places: Int) -> String {
         var scale: UInt64 = 1
@@ -40,7 +46,7 @@ public enum Format {
         if value < 1024 { return "\(value)B" }
         if value < 10 * 1024 { return decimal(value * 1000 / 1024, unit: 1000, places: 1) + "KB" }
         if value < 1024 * 1024 { return "\(value / 1024)KB" }
-        return decimal(value * 1000 / (1024 * 1024), unit: 1000, places: 1) + "MB"
+        return "\(value >> 20).\(((value & 0xFFFFF) * 10) >> 20)MB"
     }
 
     /// An axis label: seconds since the ring began, with as many decimals

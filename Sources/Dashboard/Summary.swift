@@ -24,7 +24,7 @@ public enum ProcessSummary {
             let p = model.processes[tree.index]
             let indent = String(repeating: " ", count: min(tree.depth, 4))
             let gauge = p.gauge
-            let dropped = gauge.droppedByReason.values.reduce(0, +)
+            let dropped = gauge.droppedByReason.values.reduce(0, &+)
             lines.append(row([
                 indent + String(p.key.pid), p.key.start == 0 ? "?" : String(p.key.start), p.role.name, p.state.label,
                 "g\(p.runtimeGeneration)", "\(p.sendsOK)/\(p.sendsCancelled)/\(p.sendsFailed)",

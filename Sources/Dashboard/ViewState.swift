@@ -219,8 +219,8 @@ public struct ViewState: Equatable, Sendable {
             rightEdge = edge > step ? edge - step : 0
         case .panRight:
             if let edge = rightEdge {
-                let next = edge + nanosecondsPerColumn * UInt64(max(1, layout.timelineWidth / 4))
-                rightEdge = next >= now ? nil : next
+                let (next, overflow) = edge.addingReportingOverflow(nanosecondsPerColumn * UInt64(max(1, layout.timelineWidth / 4)))
+                rightEdge = overflow || next >= now ? nil : next
             }
         case .zoomIn: zoom = max(0, zoom - 1)
         case .zoomOut: zoom = min(ViewState.zoomLevels.count - 1, zoom + 1)

@@ -53,6 +53,8 @@ let package = Package(
         .testTarget(name: "TerminalTests", dependencies: ["Terminal", "Dashboard", "EventRing", "Posix", "TestSupport"]),
         .testTarget(name: "TraceTransportTests", dependencies: ["TraceTransport", "ForkSafety", "Wire", "EventRing", "Posix", "CPosix", "TestSupport"]),
         .testTarget(name: "DemoServerTests", dependencies: ["DemoServer", "TraceTransport", "ForkSafety", "Wire", "EventRing", "Posix", "TestSupport"]),
+        // Real Ruby servers (Debian ruby, puma, unicorn) embedding the Ruby binding (bindings/ruby).
+        .testTarget(name: "RubyHostTests", dependencies: ["EventRing", "Wire", "Posix", "TestSupport"]),
         .testTarget(name: "WireTests", dependencies: ["Wire", "Posix"]),
         .testTarget(
             name: "ForkscopeCTests", dependencies: ["ForkscopeC", "CForkscope", "EventRing", "Wire", "Posix", "CPosix", "TestSupport"],

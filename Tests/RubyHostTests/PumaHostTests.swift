@@ -1,0 +1,190 @@
+import EventRing
+import Glibc
+import Posix
+import TestSupport
+import XCTest
+
+/// The Ruby binding under Debian's Puma 5.6 in cluster mode, started by
+/// `forkscope host puma`. The hook order asserted is Puma's own
+/// (cluster.rb spawn_workers/spawn_worker, cluster/worker.rb run):
+/// master before_fork once, then per worker on_worker_fork(i) → fork() →
+/// after_worker_fork(i); in the worker on_worker_boot(i) … on_worker_shutdown(i);
+/// the binding's fork stages run inside fork() (Process._fork).
+final class PumaHostTests: XCTestCase {
+    func testPreloadTwoWorkersDeliverEvery300SpansOnceWithForkStagesInPumaHookOrder() throws {
+        let agent = try Agent()
+        let host = try RubyServerHost("puma", preload: true, agent: agent)
+        let workers = try host.bootedWorkers(2)
+        let load = try host.load(300)
+        XCTAssertEqual(load.ok, 300)
+        XCTAssertEqual(Set(load.perPid.keys), Set(workers), "both workers served: \(load.perPid)")
+        try host.stop()
+
+        let stats = try agent.stats()
+        XCTAssertEqual(stats.unique, 300)
+        XCTAssertEqual(stats.spans, 300)
+        XCTAssertEqual(stats.duplicates, 0)
+        for (pid, served) in load.perPid { XCTAssertEqual(stats.perProcess[pid], served, "worker \(pid)") }
+
+        let ring = try host.ring
+        let master = ring.story(host.master)
+        let expected = ["config.ru[0]", "transport.open", "before_fork[0]",
+                        "on_worker_fork[0]", "fork.before.start", "fork.before.end", "fork.parent", "after_worker_fork[0]",
+                        "on_worker_fork[1]", "fork.before.start", "fork.before.end", "fork.parent", "after_worker_fork[1]"]
+        XCTAssertEqual(Array(master.prefix(expected.count)), expected, ring.describe(host.master))
+        XCTAssertEqual(master.last, "transport.close")
+        print("puma master order: \(master.joined(separator: " → "))")
+        for index in UInt64(0)...1 {
+            let worker = try XCTUnwrap(ring.pids(ofHook: "on_worker_boot", index: index).first)
+            let story = ring.story(worker)
+            XCTAssertEqual(Array(story.prefix(3)), ["fork.child", "runtime.rebuild", "on_worker_boot[\(index)]"], ring.describe(worker))
+            XCTAssertEqual(Array(story.suffix(2)), ["on_worker_shutdown[\(index)]", "transport.close"], ring.describe(worker))
+            XCTAssertEqual(ring.kind(.forkChild, pid: worker).first?.a0, UInt64(host.master), "forked by the master")
+            XCTAssertTrue(ring.kind(.forkParent, pid: host.master).contains { $0.a0 == UInt64(worker) }, "fork.parent names worker \(worker)")
+            if index == 0 { print("puma worker order: \(story.joined(separator: " → "))") }
+        }
+        XCTAssertTrue(ring.kind(.forkDetectedWithoutHooks).isEmpty, "with hooks, no fork goes unseen")
+    }
+
+    func testWorkerKilledMidRunIsRespawnedWithAFreshRuntimeAndSurvivorsLoseNoSpan() throws {
+        let agent = try Agent()
+        let host = try RubyServerHost("puma", preload: true, agent: agent)
+        _ = try host.bootedWorkers(2)
+        let first = try host.load(150)
+        XCTAssertEqual(first.ok, 150)
+        let victim = try XCTUnwrap(try host.ring.pids(ofHook: "on_worker_boot", index: 0).first)
+        let killedAt = try XCTUnwrap(try host.ring.events.last?.time)
+        try ProcessControl.send(SIGKILL, to: victim)
+
+        let fresh = try XCTUnwrap(try eventually(within: 20) { () throws -> pid_t? in
+            try host.ring.pids(ofHook: "on_worker_boot", index: 0).first { $0 != victim }
+        }, "Puma did not respawn worker 0 within 20 s:\n\(host.log)")
+        let second = try host.load(150)
+        XCTAssertEqual(second.ok, 150)
+        try host.stop()
+
+        let total = first + second
+        let stats = try agent.stats()
+        XCTAssertEqual(stats.duplicates, 0)
+        for (pid, served) in total.perPid where pid != victim {
+            XCTAssertEqual(stats.perProcess[pid], served, "surviving or respawned worker \(pid) lost spans")
+        }
+        XCTAssertLessThanOrEqual(stats.perProcess[victim] ?? 0, total.perPid[victim] ?? 0)
+        print("puma kill: victim \(victim) served \(total.perPid[victim] ?? 0), agent has \(stats.perProcess[victim] ?? 0) of them; others \(total.perPid.filter { $0.key != victim })")
+
+        let ring = try host.ring
+        // The master forks the replacement through the same stages.
+        XCTAssertTrue(ring.kind(.forkParent, pid: host.master).contains { $0.a0 == UInt64(fresh) && $0.time > killedAt },
+                      ring.story(host.master).joined(separator: " → "))
+        let story = ring.story(fresh)
+        XCTAssertEqual(Array(story.prefix(3)), ["fork.child", "runtime.rebuild", "on_worker_boot[0]"], ring.describe(fresh))
+        let rebuild = try XCTUnwrap(ring.kind(.runtimeRebuild, pid: fresh).first)
+        XCTAssertEqual([rebuild.a0, rebuild.a1], [1, 2], "a fresh runtime from the master's generation 1")
+        XCTAssertTrue(ring.kind(.threadStart, pid: fresh).contains { ring.string($0.a1) == "fks-flush0" }, ring.describe(fresh))
+    }
+
+    /// Puma's fork_worker: worker 0 forks worker 1 at boot, and again on a
+    /// refork (SIGURG to the master, Puma 5's trigger besides the request
+    /// count): on_refork → on_worker_fork(1) → the fork stages → fork.parent
+    /// all in worker 0, and the new worker's fork.child names worker 0.
+    func testForkWorkerReforkForksWorkerOneFromWorkerZero() throws {
+        let agent = try Agent()
+        let host = try RubyServerHost("puma", preload: false, agent: agent, arguments: ["--fork-worker", "0"])
+        _ = try host.bootedWorkers(2)
+        var ring = try host.ring
+        let zero = try XCTUnwrap(ring.pids(ofHook: "on_worker_boot", index: 0).first)
+        let one = try XCTUnwrap(ring.pids(ofHook: "on_worker_boot", index: 1).first)
+        XCTAssertEqual(ring.kind(.forkChild, pid: one).first?.a0, UInt64(zero), "at boot, worker 1 is forked by worker 0:\n\(ring.describe(one))")
+        let first = try host.load(50)
+        XCTAssertEqual(first.ok, 50)
+
+        try ProcessControl.send(SIGURG, to: host.master)
+        let reforked = try XCTUnwrap(try eventually(within: 20) { () throws -> pid_t? in
+            try host.ring.pids(ofHook: "on_worker_boot", index: 1).first { $0 != one }
+        }, "no refork within 20 s:\n\(host.log)")
+        let second = try host.load(50)
+        XCTAssertEqual(second.ok, 50)
+        try host.stop()
+
+        ring = try host.ring
+        let story = ring.story(zero)
+        let refork = try XCTUnwrap(story.firstIndex(of: "on_refork[0]"), story.joined(separator: " → "))
+        XCTAssertEqual(Array(story[refork...].prefix(6)),
+                       ["on_refork[0]", "on_worker_fork[1]", "fork.before.start", "fork.before.end", "fork.parent", "after_worker_fork[1]"],
+                       ring.describe(zero))
+        print("puma fork_worker, worker 0 order: \(story.joined(separator: " → "))")
+        XCTAssertEqual(ring.kind(.forkChild, pid: reforked).first?.a0, UInt64(zero), "the refork is a fork from worker 0")
+        XCTAssertTrue(ring.kind(.forkParent, pid: zero).contains { $0.a0 == UInt64(reforked) })
+        XCTAssertEqual(Array(ring.story(reforked).prefix(3)), ["fork.child", "runtime.rebuild", "on_worker_boot[1]"], ring.describe(reforked))
+        let stats = try agent.stats()
+        XCTAssertEqual(stats.unique, 100)
+        XCTAssertEqual(stats.duplicates, 0)
+    }
+
+    /// The second seed's failure: preloaded Puma, no at_fork patch, no fork
+    /// detection. The master's flush thread does not exist in the workers;
+    /// their spans pile up unsent and die with them.
+    func testPreloadWithoutForkHooksOrDetectionLeavesSpansStuckInWorkers() throws {
+        let agent = try Agent()
+        let host = try RubyServerHost("puma", preload: true, agent: agent, arguments: ["--no-fork-hooks", "--no-fork-detection"])
+        let workers = try host.bootedWorkers(2)
+        XCTAssertTrue(threadNames(of: host.master).contains("fks-flush0"), "the master runs the exporter it preloaded")
+        for worker in workers {
+            XCTAssertFalse(threadNames(of: worker).contains("fks-flush0"), "worker \(worker) threads: \(threadNames(of: worker))")
+        }
+        let load = try host.load(300)
+        XCTAssertEqual(load.ok, 300)
+        var none: [pollfd] = []
+        _ = try poll(&none, timeoutMilliseconds: 1_000)  // five flush intervals
+        let state = try HTTP.json(host.address, "/_forkscope/state")
+        let counters = try XCTUnwrap(state["counters"])
+        let accepted = counters["accepted"]?.numberValue ?? -1
+        XCTAssertGreaterThan(accepted, 0, state.jsonText)
+        XCTAssertEqual(counters["sent"]?.numberValue, 0, state.jsonText)
+        XCTAssertEqual(counters["buffered"]?.numberValue, accepted, "stuck: \(state.jsonText)")
+        XCTAssertEqual(counters["runtime_state"]?.stringValue, "running", "the runtime believes its thread runs")
+        XCTAssertEqual(try agent.stats().spans, 0, "no worker span reached the agent")
+        print("puma without hooks or detection: a worker holds \(Int(accepted)) accepted, 0 sent")
+
+        try host.stop()
+        XCTAssertEqual(try agent.stats().spans, 0, "the stuck spans died with the workers")
+        let ring = try host.ring
+        XCTAssertTrue(ring.kind(.forkBeforeStart).isEmpty && ring.kind(.forkChild).isEmpty, "no stage ran")
+        XCTAssertTrue(ring.kind(.forkDetectedWithoutHooks).isEmpty, "detection was off")
+        for worker in workers {
+            XCTAssertTrue(ring.kind(.sendStart, pid: worker).isEmpty, ring.describe(worker))
+            let gauge = try XCTUnwrap(ring.kind(.writerGauge, pid: worker).last, ring.describe(worker))
+            XCTAssertEqual(gauge.a2, 0, "sent")
+            XCTAssertEqual(gauge.a0, gauge.a1, "buffered == accepted at exit")
+            XCTAssertEqual(gauge.a1, UInt64(load.perPid[worker] ?? -1), "accepted == requests served")
+        }
+    }
+
+    /// The same, with fork detection on: each worker's first span sees the
+    /// fork counter moved, rebuilds the runtime, and every span arrives.
+    func testPreloadWithoutForkHooksForkDetectionRescuesEverySpan() throws {
+        let agent = try Agent()
+        let host = try RubyServerHost("puma", preload: true, agent: agent, arguments: ["--no-fork-hooks"])
+        let workers = try host.bootedWorkers(2)
+        for worker in workers {
+            XCTAssertFalse(threadNames(of: worker).contains("fks-flush0"), "before its first span, worker \(worker) has no flush thread")
+        }
+        let load = try host.load(300)
+        XCTAssertEqual(load.ok, 300)
+        try host.stop()
+
+        let stats = try agent.stats()
+        XCTAssertEqual(stats.unique, 300)
+        XCTAssertEqual(stats.duplicates, 0)
+        for (pid, served) in load.perPid { XCTAssertEqual(stats.perProcess[pid], served, "worker \(pid)") }
+        let ring = try host.ring
+        XCTAssertTrue(ring.kind(.forkBeforeStart).isEmpty && ring.kind(.forkChild).isEmpty, "no stage ran")
+        for worker in load.perPid.keys {
+            let story = ring.story(worker)
+            let detected = try XCTUnwrap(story.firstIndex(of: "fork.detected_without_hooks"), ring.describe(worker))
+            let rebuilt = try XCTUnwrap(story.firstIndex(of: "runtime.rebuild"), ring.describe(worker))
+            XCTAssertLessThan(detected, rebuilt)
+            XCTAssertEqual(ring.kind(.forkDetectedWithoutHooks, pid: worker).first?.a0, UInt64(host.master), "previous pid: the master")
+        }
+    }
+}

@@ -1,0 +1,85 @@
+import EventRing
+import Glibc
+import Posix
+import TestSupport
+import XCTest
+
+/// The Ruby binding under Debian's Unicorn 6, started by `forkscope host
+/// unicorn`. The hook order asserted is Unicorn's own (http_server.rb
+/// spawn_missing_workers: before_fork(worker) in the master → fork → in
+/// the child init_worker_process: after_fork(worker) → (build_app!
+/// without preload) → worker_loop: after_worker_ready(worker); the master
+/// runs after_worker_exit when it reaps one). Graceful stop is SIGQUIT.
+final class UnicornHostTests: XCTestCase {
+    func testPreloadTwoWorkersDeliverEvery300SpansOnceWithForkStagesInUnicornHookOrder() throws {
+        let agent = try Agent()
+        let host = try RubyServerHost("unicorn", preload: true, agent: agent)
+        let workers = try host.bootedWorkers(2)
+        let load = try host.load(300)
+        XCTAssertEqual(load.ok, 300)
+        XCTAssertEqual(Set(load.perPid.keys), Set(workers), "both workers served: \(load.perPid)")
+        try host.stop()
+
+        let stats = try agent.stats()
+        XCTAssertEqual(stats.unique, 300)
+        XCTAssertEqual(stats.spans, 300)
+        XCTAssertEqual(stats.duplicates, 0)
+        for (pid, served) in load.perPid { XCTAssertEqual(stats.perProcess[pid], served, "worker \(pid)") }
+
+        let ring = try host.ring
+        let master = ring.story(host.master)
+        let expected = ["config.ru[0]", "transport.open",
+                        "before_fork[0]", "fork.before.start", "fork.before.end", "fork.parent",
+                        "before_fork[1]", "fork.before.start", "fork.before.end", "fork.parent"]
+        XCTAssertEqual(Array(master.prefix(expected.count)), expected, ring.describe(host.master))
+        XCTAssertEqual(Set(master.suffix(3).prefix(2)), ["after_worker_exit[0]", "after_worker_exit[1]"], master.joined(separator: " → "))
+        XCTAssertEqual(master.last, "transport.close")
+        print("unicorn master order: \(master.joined(separator: " → "))")
+        for index in UInt64(0)...1 {
+            let worker = try XCTUnwrap(ring.pids(ofHook: "after_worker_ready", index: index).first)
+            let story = ring.story(worker)
+            XCTAssertEqual(Array(story.prefix(4)), ["fork.child", "runtime.rebuild", "after_fork[\(index)]", "after_worker_ready[\(index)]"], ring.describe(worker))
+            XCTAssertEqual(Array(story.suffix(2)), ["at_exit[\(index)]", "transport.close"], ring.describe(worker))
+            XCTAssertEqual(ring.kind(.forkChild, pid: worker).first?.a0, UInt64(host.master))
+            XCTAssertTrue(ring.kind(.forkParent, pid: host.master).contains { $0.a0 == UInt64(worker) })
+            if index == 0 { print("unicorn worker order: \(story.joined(separator: " → "))") }
+        }
+        XCTAssertTrue(ring.kind(.forkDetectedWithoutHooks).isEmpty)
+    }
+
+    func testWorkerKilledMidRunIsRespawnedWithAFreshRuntimeAndSurvivorsLoseNoSpan() throws {
+        let agent = try Agent()
+        let host = try RubyServerHost("unicorn", preload: true, agent: agent)
+        _ = try host.bootedWorkers(2)
+        let first = try host.load(150)
+        XCTAssertEqual(first.ok, 150)
+        let victim = try XCTUnwrap(try host.ring.pids(ofHook: "after_worker_ready", index: 0).first)
+        try ProcessControl.send(SIGKILL, to: victim)
+
+        let fresh = try XCTUnwrap(try eventually(within: 20) { () throws -> pid_t? in
+            try host.ring.pids(ofHook: "after_worker_ready", index: 0).first { $0 != victim }
+        }, "Unicorn did not respawn worker 0 within 20 s:\n\(host.log)")
+        let second = try host.load(150)
+        XCTAssertEqual(second.ok, 150)
+        try host.stop()
+
+        let total = first + second
+        let stats = try agent.stats()
+        XCTAssertEqual(stats.duplicates, 0)
+        for (pid, served) in total.perPid where pid != victim {
+            XCTAssertEqual(stats.perProcess[pid], served, "surviving or respawned worker \(pid) lost spans")
+        }
+        XCTAssertLessThanOrEqual(stats.perProcess[victim] ?? 0, total.perPid[victim] ?? 0)
+
+        let ring = try host.ring
+        let master = ring.story(host.master)
+        // Unicorn reaps (after_worker_exit), then spawns the replacement.
+        let exit = try XCTUnwrap(master.firstIndex(of: "after_worker_exit[0]"), master.joined(separator: " → "))
+        XCTAssertEqual(Array(master[exit...].prefix(5)), ["after_worker_exit[0]", "before_fork[0]", "fork.before.start", "fork.before.end", "fork.parent"],
+                       master.joined(separator: " → "))
+        XCTAssertEqual(Array(ring.story(fresh).prefix(4)), ["fork.child", "runtime.rebuild", "after_fork[0]", "after_worker_ready[0]"], ring.describe(fresh))
+        let rebuild = try XCTUnwrap(ring.kind(.runtimeRebuild, pid: fresh).first)
+        XCTAssertEqual([rebuild.a0, rebuild.a1], [1, 2])
+        XCTAssertTrue(ring.kind(.threadStart, pid: fresh).contains { ring.string($0.a1) == "fks-flush0" }, ring.describe(fresh))
+    }
+}

@@ -89,7 +89,7 @@ struct Renderer {
             return
         }
         let rows = view.rows(model)
-        drawTitle(rows: rows)
+        drawTitle()
         drawHeader()
         drawProcesses(rows)
         drawPanes(rows)
@@ -132,7 +132,7 @@ struct Renderer {
 
     // MARK: title and header
 
-    mutating func drawTitle(rows: [TreeRow]) {
+    mutating func drawTitle() {
         let y = layout.titleRow
         canvas.fill(x: 0, y: y, width: layout.width, height: 1, style: .title)
         let mode: String

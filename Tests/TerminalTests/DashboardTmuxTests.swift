@@ -21,8 +21,11 @@ final class DashboardTmuxTests: XCTestCase {
         return scratch
     }
 
-    func attach(_ scratch: ScratchSession, lang: String, arguments: String = "--readonly", width: Int = 120, height: Int = 40) throws -> TmuxSession {
-        try TmuxSession("env LANG=\(lang) LC_ALL= TERM=screen \(shellQuoted(forkscope)) attach \(arguments) \(shellQuoted(scratch.session.path))",
+    /// `forkscope attach` in tmux; colour unless `environment` sets NO_COLOR
+    /// (which the test runner's own environment may hold: it is unset).
+    func attach(_ scratch: ScratchSession, lang: String, arguments: String = "--readonly", environment: String = "",
+                width: Int = 120, height: Int = 40) throws -> TmuxSession {
+        try TmuxSession("env -u NO_COLOR LANG=\(lang) LC_ALL= TERM=screen-256color \(environment) \(shellQuoted(forkscope)) attach \(arguments) \(shellQuoted(scratch.session.path))",
                         statusDirectory: scratch.root, width: width, height: height)
     }
 
@@ -33,6 +36,8 @@ final class DashboardTmuxTests: XCTestCase {
 
         // The tree: the master and its two forked workers, with box glyphs.
         try tmux.wait(forAll: ["demo master", "├─", "└─", "demo worker 0", "demo worker 1", " READ-ONLY ", "exit 0"])
+        let styled = try tmux.capture(escapes: true)
+        XCTAssertTrue(styled.contains("\u{1B}[44m") || styled.contains(";44m"), "the title bar is white on blue: \(styled.prefix(300).debugDescription)")
 
         // Navigate: the details pane follows the selection.
         try tmux.send("Down")
@@ -77,12 +82,18 @@ final class DashboardTmuxTests: XCTestCase {
         XCTAssertEqual(try tmux.waitForExit(), 0)
     }
 
-    func testAttachInTheCLocaleDrawsASCII() throws {
+    func testAttachInTheCLocaleDrawsASCIIAndWithNoColorOnlyAttributes() throws {
         let scratch = try demoSession()
-        let tmux = try attach(scratch, lang: "C")
+        let tmux = try attach(scratch, lang: "C", environment: "NO_COLOR=1")
         defer { tmux.close() }
         let pane = try tmux.wait(forAll: ["demo worker 1", "|-", "`-", " forkscope | ENDED", "Up/Dn select"])
         XCTAssertFalse(pane.unicodeScalars.contains { $0.value > 127 }, "non-ASCII in the C locale:\n\(pane)")
+        // Monochrome: reverse video and bold carry the meaning, no colour.
+        let styled = try tmux.capture(escapes: true)
+        XCTAssertTrue(styled.contains("\u{1B}[7m") || styled.contains(";7m"), "reverse video for the bars")
+        for colour in 30...47 where colour != 38 && colour != 39 {
+            XCTAssertFalse(styled.contains("\u{1B}[\(colour)m") || styled.contains(";\(colour)m"), "colour \(colour) with NO_COLOR")
+        }
         try tmux.send("f")
         try tmux.wait(for: "refused")
         try tmux.send("q")

@@ -61,8 +61,10 @@ final class TmuxSession {
         return output
     }
 
-    /// The pane's text now.
-    func capture() throws -> String { try run(["capture-pane", "-p", "-t", name]) }
+    /// The pane's text now (with its SGR attribute sequences when `escapes`).
+    func capture(escapes: Bool = false) throws -> String {
+        try run(["capture-pane", "-p"] + (escapes ? ["-e"] : []) + ["-t", name])
+    }
 
     /// Types keys (tmux key names: `Down`, `Escape`, `Enter`, `Tab`, `F1`, or
     /// literal text with `literal: true`).

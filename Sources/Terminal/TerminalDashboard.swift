@@ -252,7 +252,10 @@ private struct Loop {
     }
 
     func export() -> String {
-        let directory = options.session?.path ?? parentDirectory(options.ringPath)
+        // Next to the ring when that directory is ours (not when root looks
+        // at another user's session), else the current directory.
+        var directory = options.session?.path ?? parentDirectory(options.ringPath)
+        if (try? FileSystem.linkStatus(directory))?.ownerID != geteuid() { directory = "." }
         do {
             let (path, count) = try EventExport.writeJSONL(model, directory: directory)
             return "exported \(Format.count(count)) events to \(path)"

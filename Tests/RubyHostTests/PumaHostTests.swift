@@ -50,15 +50,22 @@ final class PumaHostTests: XCTestCase {
         let agent = try Agent()
         let host = try RubyServerHost("puma", preload: true, agent: agent)
         _ = try host.bootedWorkers(2)
-        let first = try host.load(150)
-        XCTAssertEqual(first.ok, 150)
         let victim = try XCTUnwrap(try host.ring.pids(ofHook: "on_worker_boot", index: 0).first)
         let killedAt = try XCTUnwrap(try host.ring.events.last?.time)
+        // Mid-run: the load is running when the worker dies; its requests
+        // in flight fail, the rest go to the survivor and the replacement.
+        let running = try host.startLoad(300)
+        _ = try eventually(within: 10) { () throws -> Bool? in try agent.stats().spans > 0 || host.ring.kind(.sendStart).count > 2 ? true : nil }
+        var pause: [pollfd] = []
+        _ = try poll(&pause, timeoutMilliseconds: 100)
         try ProcessControl.send(SIGKILL, to: victim)
+        let first = try host.finish(running)
+        XCTAssertGreaterThan(first.ok, 0)
+        XCTAssertEqual(first.ok + first.failed, 300)
 
         let fresh = try XCTUnwrap(try eventually(within: 20) { () throws -> pid_t? in
             try host.ring.pids(ofHook: "on_worker_boot", index: 0).first { $0 != victim }
-        }, "Puma did not respawn worker 0 within 20 s:\n\(host.log)")
+        }, "the server did not respawn worker 0 within 20 s:\n\(host.log)")
         let second = try host.load(150)
         XCTAssertEqual(second.ok, 150)
         try host.stop()
@@ -70,7 +77,7 @@ final class PumaHostTests: XCTestCase {
             XCTAssertEqual(stats.perProcess[pid], served, "surviving or respawned worker \(pid) lost spans")
         }
         XCTAssertLessThanOrEqual(stats.perProcess[victim] ?? 0, total.perPid[victim] ?? 0)
-        print("puma kill: victim \(victim) served \(total.perPid[victim] ?? 0), agent has \(stats.perProcess[victim] ?? 0) of them; others \(total.perPid.filter { $0.key != victim })")
+        print("puma kill mid-run: \(first.failed) request(s) failed with the victim; victim \(victim) served \(total.perPid[victim] ?? 0), agent has \(stats.perProcess[victim] ?? 0) of them; others \(total.perPid.filter { $0.key != victim })")
 
         let ring = try host.ring
         // The master forks the replacement through the same stages.

@@ -263,10 +263,18 @@ final class RubyServerHost {
 
     /// examples/gunicorn/load.py (any server answering {"pid": N}).
     func load(_ requests: Int, concurrency: Int = 4, file: StaticString = #filePath, line: UInt = #line) throws -> Load {
-        let client = try SpawnedProcess(path: "/usr/bin/python3", [
+        try finish(startLoad(requests, concurrency: concurrency), file: file, line: line)
+    }
+
+    /// Starts load.py without waiting for it (a worker can be killed mid-run).
+    func startLoad(_ requests: Int, concurrency: Int = 4) throws -> SpawnedProcess {
+        try SpawnedProcess(path: "/usr/bin/python3", [
             Repository.root + "/examples/gunicorn/load.py", "http://\(address)/",
             "--requests", String(requests), "--concurrency", String(concurrency),
         ])
+    }
+
+    func finish(_ client: SpawnedProcess, file: StaticString = #filePath, line: UInt = #line) throws -> Load {
         let text = try client.readToEnd(within: 60, file: file, line: line)
         XCTAssertEqual(try client.wait(within: 10, file: file, line: line), .exited(0), text, file: file, line: line)
         return try Load(JSONValue(parsing: Array(text.utf8)))
@@ -299,10 +307,12 @@ final class RubyServerHost {
 /// What load.py reported.
 struct Load {
     var ok: Int
+    var failed: Int
     var perPid: [pid_t: Int]
 
     init(_ document: JSONValue) {
         ok = Int(document["ok"]?.numberValue ?? -1)
+        failed = Int(document["failed"]?.numberValue ?? -1)
         perPid = [:]
         for (pid, count) in document["per_pid"]?.objectValue ?? [:] { perPid[pid_t(pid) ?? -1] = Int(count.numberValue ?? -1) }
     }
@@ -310,6 +320,7 @@ struct Load {
     static func + (lhs: Load, rhs: Load) -> Load {
         var sum = lhs
         sum.ok += rhs.ok
+        sum.failed += rhs.failed
         sum.perPid.merge(rhs.perPid, uniquingKeysWith: +)
         return sum
     }

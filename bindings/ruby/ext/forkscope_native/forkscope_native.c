@@ -117,9 +117,13 @@ typedef struct {
 static void exporter_free(void *pointer) {
     exporter_t *exporter = pointer;
     /* A Transport closes deterministically; this is the fallback for a
-     * dropped one: nothing waited for, what is buffered is dropped and
-     * counted (shutdown_deadline). */
-    if (exporter->handle != 0) (void)forkscope_exporter_close(exporter->handle, 0);
+     * dropped one, inside GC: nothing may wait here. The send in flight
+     * (if any) is cancelled first, since close waits for it; what is
+     * buffered is then dropped and counted (shutdown_deadline). */
+    if (exporter->handle != 0) {
+        (void)forkscope_exporter_cancel_send_signal_safe(exporter->handle, FORKSCOPE_CANCEL_CLOSE);
+        (void)forkscope_exporter_close(exporter->handle, 0);
+    }
     xfree(exporter);
 }
 

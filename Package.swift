@@ -32,10 +32,12 @@ let package = Package(
         .target(name: "CForkscope", dependencies: ["CPosix"]),
         .target(name: "ForkscopeC", dependencies: ["CForkscope", "TraceTransport", "ForkSafety", "Wire", "EventRing", "Posix", "CPosix"]),
         .target(name: "Terminal", dependencies: ["Dashboard", "EventRing", "CCurses", "Posix", "CPosix"]),
+        // Guided scenarios: spawn agent + demo server, drive them, check the folded model.
+        .target(name: "Scenarios", dependencies: ["DemoServer", "Dashboard", "EventRing", "Posix", "TraceTransport", "Wire", "ForkSafety"]),
         .executableTarget(
             name: "forkscope",
             dependencies: [
-                "Agent", "EventRing", "Wire", "ForkSafety", "DemoServer", "TraceTransport", "Posix", "Dashboard", "Terminal", "CPosix",
+                "Agent", "EventRing", "Wire", "ForkSafety", "DemoServer", "TraceTransport", "Posix", "Dashboard", "Terminal", "CPosix", "Scenarios",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -60,6 +62,8 @@ let package = Package(
             name: "ForkscopeCTests", dependencies: ["ForkscopeC", "CForkscope", "EventRing", "Wire", "Posix", "CPosix", "TestSupport"],
             exclude: ["C"]
         ),
+        .testTarget(name: "ScenarioTests", dependencies: ["Scenarios", "Dashboard", "EventRing", "Posix", "TestSupport"]),
+        .testTarget(name: "ExportTests", dependencies: ["Dashboard", "EventRing", "Posix", "TestSupport"]),
         .testTarget(name: "AgentTests", dependencies: ["Agent", "Wire", "Posix", "EventRing", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]

@@ -1,0 +1,190 @@
+import Dashboard
+import EventRing
+import Foundation
+import Glibc
+import Posix
+import TestSupport
+import XCTest
+
+/// `forkscope export` and `forkscope record` on the ring of a real run (the
+/// demo server forking through the hooks, driven by a scenario).
+final class ExportTests: XCTestCase {
+    var scratch: String!
+
+    override func setUpWithError() throws {
+        scratch = try FileSystem.makeTemporaryDirectory(prefix: "forkscope-export-")
+    }
+
+    override func tearDownWithError() throws {
+        try? FileSystem.removeTree(scratch)
+    }
+
+    /// Runs `forkscope ARGS` to its end; returns stdout.
+    @discardableResult
+    func forkscope(_ arguments: [String], expect status: WaitStatus = .exited(0), file: StaticString = #filePath, line: UInt = #line) throws -> String {
+        let process = try SpawnedProcess(executable: "forkscope", arguments)
+        try process.closeInput()
+        let output = try process.readToEnd(within: 30)
+        let errors = try process.readErrors(within: 5)
+        XCTAssertEqual(try process.wait(within: 30), status, "forkscope \(arguments): \(errors)\n\(output)", file: file, line: line)
+        return output
+    }
+
+    /// A recording of a real run: master + 2 workers forked through the hooks, requests, graceful stop.
+    func recordedRun(_ scenario: String = "preload-with-hooks") throws -> String {
+        let path = scratch + "/run.ring"
+        try forkscope(["scenario", scenario, "--check", "--record", path])
+        return path
+    }
+
+    func testPerfettoExportOfARealRunPassesTheValidator() throws {
+        let ring = try recordedRun()
+        let out = scratch + "/trace.json"
+        try forkscope(["export", ring, "--format", "perfetto", "-o", out])
+        let report = try PerfettoValidator.validate(Data(contentsOf: URL(fileURLWithPath: out)))
+        XCTAssertEqual(report.problems, [], report.problems.joined(separator: "\n"))
+        // Event counts round-trip: every ring event is one b/e/i (synthetic partners are marked).
+        let reader = try RingReader(path: ring, mode: .snapshot)
+        let (events, _) = try reader.readAll()
+        XCTAssertEqual(report.fromRing, events.count)
+        XCTAssertEqual(report.declaredRingEvents, events.count)
+        XCTAssertGreaterThanOrEqual(report.flows, 2, "a flow from the master to each worker")
+        XCTAssertGreaterThanOrEqual(report.processes, 3, "master and two workers, each named")
+        XCTAssertGreaterThan(report.asyncPairs, 0, "sends as b/e pairs")
+    }
+
+    func testPerfettoExportSeparatesIncarnationsAndSurvivesARefork() throws {
+        let ring = try recordedRun("refork")
+        let out = scratch + "/trace.json"
+        try forkscope(["export", ring, "-o", out])
+        let report = try PerfettoValidator.validate(Data(contentsOf: URL(fileURLWithPath: out)))
+        XCTAssertEqual(report.problems, [])
+        let reader = try RingReader(path: ring, mode: .snapshot)
+        let (events, _) = try reader.readAll()
+        let pids = Set(events.map(\.pid))
+        XCTAssertGreaterThanOrEqual(report.processes, pids.count, "one synthetic pid per incarnation, at least one per real pid")
+    }
+
+    func testJSONLExportIsExactlyTheDump() throws {
+        let ring = try recordedRun()
+        let exported = try forkscope(["export", ring, "--format", "jsonl", "-o", "-"])
+        let dumped = try forkscope(["dump", ring, "--snapshot", "--format", "jsonl"])
+        XCTAssertFalse(exported.isEmpty)
+        XCTAssertEqual(exported, dumped)
+    }
+
+    func testRecordedFileIsValidatedLikeALiveRing() throws {
+        let garbage = scratch + "/garbage.ring"
+        _ = FileManager.default.createFile(atPath: garbage, contents: Data(repeating: 0x41, count: 4096))
+        let output = try SpawnedProcess(executable: "forkscope", ["export", garbage, "-o", scratch + "/x.json"])
+        XCTAssertEqual(try output.wait(within: 10), .exited(2), "a hostile file is a one-line error, status 2")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: scratch + "/x.json"))
+    }
+
+    /// Replay (attach FILE) folds the saved file: at any time T it reaches
+    /// the model the live ring gave at T.
+    func testReplayOfARecordingReachesTheLiveModelAtEveryTime() throws {
+        let ring = try recordedRun("fork-during-send")
+        let copy = scratch + "/copy.ring"
+        try forkscope(["record", ring, "-o", copy])
+        let live = try RingReader(path: ring, mode: .live)
+        let saved = try RingReader(path: copy, mode: .snapshot)
+        let (liveEvents, _) = try live.readAll()
+        let (savedEvents, _) = try saved.readAll()
+        XCTAssertEqual(liveEvents.count, savedEvents.count)
+        let times = liveEvents.map(\.time)
+        for fraction in [0.1, 0.25, 0.5, 0.75, 1.0] {
+            let t = times[min(times.count - 1, Int(Double(times.count - 1) * fraction))]
+            var a = DashboardModel(origin: RingOrigin(live.header))
+            a.fold(liveEvents.filter { $0.time <= t }, strings: { live.string(at: $0) })
+            var b = DashboardModel(origin: RingOrigin(saved.header))
+            b.fold(savedEvents.filter { $0.time <= t }, strings: { saved.string(at: $0) })
+            XCTAssertEqual(a, b, "model at T = \(fraction) of the run")
+            XCTAssertGreaterThan(a.processes.count, 0)
+        }
+    }
+
+    func testRecordRefusesToOverwrite() throws {
+        let ring = try recordedRun()
+        try forkscope(["record", ring, "-o", scratch + "/once.ring"])
+        let again = try SpawnedProcess(executable: "forkscope", ["record", ring, "-o", scratch + "/once.ring"])
+        XCTAssertEqual(try again.wait(within: 10), .exited(1))
+    }
+}
+
+/// The checks every exported trace must pass (the acceptance list).
+enum PerfettoValidator {
+    struct Report {
+        var problems: [String] = []
+        var fromRing = 0
+        var declaredRingEvents = -1
+        var flows = 0
+        var processes = 0
+        var asyncPairs = 0
+    }
+
+    static func validate(_ data: Data) throws -> Report {
+        var report = Report()
+        guard let root = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            report.problems.append("not a JSON object")
+            return report
+        }
+        guard root["displayTimeUnit"] is String else { report.problems.append("no displayTimeUnit"); return report }
+        guard let events = root["traceEvents"] as? [[String: Any]] else { report.problems.append("no traceEvents array"); return report }
+        report.declaredRingEvents = ((root["otherData"] as? [String: Any])?["ring_events"] as? Int) ?? -1
+        var processNames = Set<Int>(), threadNames = Set<[Int]>()
+        var open: [String: String] = [:]          // async id → category
+        var flowStarts: [Int: Int] = [:], flowEnds: [Int: Int] = [:]
+        var lastTs: [[Int]: Double] = [:]
+        var tracks = Set<[Int]>()
+        for event in events {
+            guard let ph = event["ph"] as? String, let pid = event["pid"] as? Int, let tid = event["tid"] as? Int else {
+                report.problems.append("event without ph/pid/tid: \(event)")
+                continue
+            }
+            if ph == "M" {
+                if event["name"] as? String == "process_name" { processNames.insert(pid) }
+                if event["name"] as? String == "thread_name" { threadNames.insert([pid, tid]) }
+                continue
+            }
+            guard let ts = event["ts"] as? Double else { report.problems.append("no numeric ts: \(event)"); continue }
+            tracks.insert([pid, tid])
+            if let last = lastTs[[pid, tid]], ts < last { report.problems.append("ts goes back on track \(pid)/\(tid): \(last) → \(ts)") }
+            lastTs[[pid, tid]] = ts
+            let synthetic = ((event["args"] as? [String: Any])?["synthetic"] as? Bool) == true
+            switch ph {
+            case "b":
+                guard let id = event["id"] as? String, let cat = event["cat"] as? String else { report.problems.append("b without id/cat"); continue }
+                if open[id] != nil { report.problems.append("b \(id) opened twice") }
+                open[id] = cat
+                if !synthetic { report.fromRing += 1 }
+            case "e":
+                guard let id = event["id"] as? String, let cat = event["cat"] as? String else { report.problems.append("e without id/cat"); continue }
+                if open.removeValue(forKey: id) != cat { report.problems.append("e \(id) without its b of category \(cat)") } else { report.asyncPairs += 1 }
+                if !synthetic { report.fromRing += 1 }
+            case "i":
+                report.fromRing += 1
+            case "s":
+                guard let id = event["id"] as? Int else { report.problems.append("s without id"); continue }
+                flowStarts[id, default: 0] += 1
+            case "f":
+                guard let id = event["id"] as? Int else { report.problems.append("f without id"); continue }
+                if flowStarts[id] == nil { report.problems.append("f \(id) before its s") }
+                flowEnds[id, default: 0] += 1
+            case "X":
+                guard event["dur"] is Double else { report.problems.append("X without dur"); continue }
+            default:
+                report.problems.append("unexpected phase \(ph)")
+            }
+        }
+        for (id, _) in open { report.problems.append("b \(id) never ended") }
+        if flowStarts != flowEnds { report.problems.append("flows unpaired: s \(flowStarts.count), f \(flowEnds.count)") }
+        for track in tracks {
+            if !processNames.contains(track[0]) { report.problems.append("pid \(track[0]) has no process_name") }
+            if !threadNames.contains(track) { report.problems.append("tid \(track[1]) of pid \(track[0]) has no thread_name") }
+        }
+        report.flows = flowStarts.count
+        report.processes = processNames.count
+        return report
+    }
+}

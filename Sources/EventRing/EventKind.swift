@@ -111,7 +111,7 @@ public enum EventKind: UInt16, CaseIterable, Sendable {
         switch self {
         case .processStart: return [a("ppid", .pid), a("role", .role), a("name", .string), a("start_ticks", .count)]
         case .processExit: return [a("status", .count), a("signal", .signal)]
-        case .forkBeforeStart: return [a("hooks", .count), a("policy", .policy)]
+        case .forkBeforeStart: return [a("hooks", .count)]
         case .forkBeforeEnd: return [a("outcome", .outcome), a("us", .micros), a("failed_hooks", .count)]
         case .forkParent: return [a("child", .pid), a("us", .micros)]
         case .forkChild: return [a("parent", .pid), a("generation", .generation)]

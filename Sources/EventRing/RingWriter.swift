@@ -150,7 +150,10 @@ public struct RingWriter: @unchecked Sendable {
             let entry = laneTable + lane * RingFormat.laneEntrySize
             var owner = fks_load_acquire_u32(entry)
             let ownerStart = fks_load_acquire_u64(entry + RingFormat.Lane.ownerStart)
-            if owner != UInt32(bitPattern: pid), !ProcessControl.isAlive(pid: pid_t(bitPattern: owner), startTime: ownerStart),
+            // Dead: the owner's (pid, start time) no longer runs — which
+            // includes a predecessor that had our own pid before it was reused.
+            let isUs = owner == UInt32(bitPattern: pid) && ownerStart == start
+            if !isUs, !ProcessControl.isAlive(pid: pid_t(bitPattern: owner), startTime: ownerStart),
                fks_cas_u32(entry, &owner, UInt32(bitPattern: pid)) {
                 claimed = lane
             }

@@ -69,9 +69,15 @@ struct Attach: ParsableCommand {
         options.reaper = reaper
         options.readOnlyReason = readonly ? "attached with --readonly"
             : snapshot ? "a saved copy has no processes to command"
-            : "attach has no control socket client; the demo (`forkscope`) runs the dashboard with one"
+            : "this session has no control socket (no demo server runs in it)"
         do {
-            let dashboard = try TerminalDashboard(options: options, controller: nil)
+            // A live session with a demo server: the control keys reach it
+            // through its control socket (unless --readonly).
+            var controller: SocketController? = nil
+            if !readonly, !snapshot, let session, FileSystem.exists(session.controlSocketPath) {
+                controller = SocketController(path: session.controlSocketPath)
+            }
+            let dashboard = try TerminalDashboard(options: options, controller: controller)
             try dashboard.run()
         } catch let error as RingError {
             Failure.exit("\(error)", code: 2)

@@ -130,7 +130,7 @@ struct DemoHost: ParsableCommand {
         var children: [(pid_t, Int)] = []
         for index in 0..<workers {
             let stage = writer.intern("demo fork")
-            writer.publish(.forkBeforeStart, 0, ForkPolicy.drain.rawValue)
+            writer.publish(.forkBeforeStart, 0)
             let started = Clock.monotonicNanoseconds()
             let pid = fork()
             if pid == 0 {

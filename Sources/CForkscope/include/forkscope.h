@@ -89,7 +89,7 @@ const char *forkscope_status_name(int status);
 enum forkscope_event_kind {
     FORKSCOPE_EVENT_PROCESS_START = 1, /* process.start: ppid(pid) role(role) name(string) start_ticks(count) */
     FORKSCOPE_EVENT_PROCESS_EXIT = 2, /* process.exit: status(count) signal(signal) */
-    FORKSCOPE_EVENT_FORK_BEFORE_START = 3, /* fork.before.start: hooks(count) policy(policy) */
+    FORKSCOPE_EVENT_FORK_BEFORE_START = 3, /* fork.before.start: hooks(count) */
     FORKSCOPE_EVENT_FORK_BEFORE_END = 4, /* fork.before.end: outcome(outcome) us(micros) failed_hooks(count) */
     FORKSCOPE_EVENT_FORK_PARENT = 5, /* fork.parent: child(pid) us(micros) */
     FORKSCOPE_EVENT_FORK_CHILD = 6, /* fork.child: parent(pid) generation(generation) */

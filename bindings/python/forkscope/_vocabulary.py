@@ -48,7 +48,7 @@ EVENT_KINDS = {
 EVENT_ARGUMENTS = {
     "process.start": (("ppid", "pid"), ("role", "role"), ("name", "string"), ("start_ticks", "count")),
     "process.exit": (("status", "count"), ("signal", "signal")),
-    "fork.before.start": (("hooks", "count"), ("policy", "policy")),
+    "fork.before.start": (("hooks", "count"),),
     "fork.before.end": (("outcome", "outcome"), ("us", "micros"), ("failed_hooks", "count")),
     "fork.parent": (("child", "pid"), ("us", "micros")),
     "fork.child": (("parent", "pid"), ("generation", "generation")),

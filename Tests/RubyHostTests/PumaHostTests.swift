@@ -46,6 +46,32 @@ final class PumaHostTests: XCTestCase {
         XCTAssertTrue(ring.kind(.forkDetectedWithoutHooks).isEmpty, "with hooks, no fork goes unseen")
     }
 
+    /// Without preload the master never opens an exporter: its forks skip
+    /// the library's stages (the cheap :before), and each worker loads
+    /// config.ru, and its own exporter, after on_worker_boot.
+    func testWithoutPreloadEachWorkerOpensItsOwnExporterAfterBootAndDeliversEverySpanOnce() throws {
+        let agent = try Agent()
+        let host = try RubyServerHost("puma", preload: false, agent: agent)
+        let workers = try host.bootedWorkers(2)
+        let load = try host.load(300)
+        XCTAssertEqual(load.ok, 300)
+        try host.stop()
+
+        let stats = try agent.stats()
+        XCTAssertEqual(stats.unique, 300)
+        XCTAssertEqual(stats.duplicates, 0)
+        for (pid, served) in load.perPid { XCTAssertEqual(stats.perProcess[pid], served, "worker \(pid)") }
+        let ring = try host.ring
+        XCTAssertEqual(ring.story(host.master), ["before_fork[0]", "on_worker_fork[0]", "after_worker_fork[0]", "on_worker_fork[1]", "after_worker_fork[1]"],
+                       ring.describe(host.master))
+        for worker in workers {
+            let story = ring.story(worker)
+            let index = ring.hooks(pid: worker).first?.index ?? 99
+            XCTAssertEqual(story, ["on_worker_boot[\(index)]", "config.ru[0]", "transport.open", "on_worker_shutdown[\(index)]", "transport.close"],
+                           ring.describe(worker))
+        }
+    }
+
     func testWorkerKilledMidRunIsRespawnedWithAFreshRuntimeAndSurvivorsLoseNoSpan() throws {
         let agent = try Agent()
         let host = try RubyServerHost("puma", preload: true, agent: agent)

@@ -47,6 +47,31 @@ final class UnicornHostTests: XCTestCase {
         XCTAssertTrue(ring.kind(.forkDetectedWithoutHooks).isEmpty)
     }
 
+    /// Without preload the master never opens an exporter (its forks skip
+    /// the library's stages); each worker builds the app after after_fork.
+    func testWithoutPreloadEachWorkerOpensItsOwnExporterAfterForkAndDeliversEverySpanOnce() throws {
+        let agent = try Agent()
+        let host = try RubyServerHost("unicorn", preload: false, agent: agent)
+        let workers = try host.bootedWorkers(2)
+        let load = try host.load(300)
+        XCTAssertEqual(load.ok, 300)
+        try host.stop()
+
+        let stats = try agent.stats()
+        XCTAssertEqual(stats.unique, 300)
+        XCTAssertEqual(stats.duplicates, 0)
+        for (pid, served) in load.perPid { XCTAssertEqual(stats.perProcess[pid], served, "worker \(pid)") }
+        let ring = try host.ring
+        let master = ring.story(host.master)
+        XCTAssertEqual(Array(master.prefix(2)), ["before_fork[0]", "before_fork[1]"], ring.describe(host.master))
+        XCTAssertEqual(Set(master.dropFirst(2)), ["after_worker_exit[0]", "after_worker_exit[1]"], ring.describe(host.master))
+        for worker in workers {
+            let index = ring.hooks(pid: worker).first?.index ?? 99
+            XCTAssertEqual(ring.story(worker), ["after_fork[\(index)]", "config.ru[0]", "transport.open", "after_worker_ready[\(index)]",
+                                                "at_exit[\(index)]", "transport.close"], ring.describe(worker))
+        }
+    }
+
     func testWorkerKilledMidRunIsRespawnedWithAFreshRuntimeAndSurvivorsLoseNoSpan() throws {
         let agent = try Agent()
         let host = try RubyServerHost("unicorn", preload: true, agent: agent)

@@ -49,6 +49,7 @@ let package = Package(
         .testTarget(name: "EventRingTests", dependencies: ["EventRing", "Posix", "CPosix", "TestSupport"]),
         .testTarget(name: "ForkscopeCLITests", dependencies: ["EventRing", "Posix", "TestSupport"]),
         .testTarget(name: "TerminalSmokeTests", dependencies: ["CCurses"]),
+        .testTarget(name: "ForkSafetyTests", dependencies: ["ForkSafety", "EventRing", "Posix", "CPosix", "TestSupport"]),
         // Real forked processes publishing scripted events, for the dashboard's tests.
         .executableTarget(name: "dashboard-fixture-host", dependencies: ["EventRing", "Posix", "Terminal"], path: "Tests/DashboardTests/FixtureHost"),
         .testTarget(name: "DashboardTests", dependencies: ["Dashboard", "EventRing", "Posix", "TestSupport"], exclude: ["FixtureHost", "References"]),

@@ -1,5 +1,6 @@
 #include "cancellation.h"
 #include <errno.h>
+#include <sched.h>
 #include <stdint.h>
 #include <unistd.h>
 
@@ -16,14 +17,26 @@ bool fks_cancellation_begin(fks_cancellation *c, uint64_t sequence) {
     // state after every wake-up anyway, so a stale wake is only a hint.)
     drain(c);
     uint64_t seen = atomic_load_explicit(&c->word, memory_order_acquire);
-    if ((seen & 3) == FKS_SEND_RUNNING) return false;
+    if ((seen & 3) == FKS_SEND_RUNNING || (seen & 3) == FKS_SEND_CANCELLING) return false;
     // Idle, or a cancelled send that already ended: replace it.
     return atomic_compare_exchange_strong_explicit(&c->word, &seen, pack(sequence, FKS_SEND_RUNNING),
                                                    memory_order_acq_rel, memory_order_acquire);
 }
 
 bool fks_cancellation_end(fks_cancellation *c, uint64_t sequence) {
-    uint64_t seen = atomic_exchange_explicit(&c->word, pack(sequence, FKS_SEND_IDLE), memory_order_acq_rel);
+    uint64_t seen = atomic_load_explicit(&c->word, memory_order_acquire);
+    for (;;) {
+        // A cancel that claimed this send is between its two stores (a
+        // thread preempted there): wait for it, so the reason read after
+        // this end is this send's, never the previous cancellation's.
+        if (seen == pack(sequence, FKS_SEND_CANCELLING)) {
+            sched_yield();
+            seen = atomic_load_explicit(&c->word, memory_order_acquire);
+            continue;
+        }
+        if (atomic_compare_exchange_weak_explicit(&c->word, &seen, pack(sequence, FKS_SEND_IDLE),
+                                                  memory_order_acq_rel, memory_order_acquire)) break;
+    }
     bool cancelled = seen == pack(sequence, FKS_SEND_CANCELLED);
     drain(c);  // consume the wake-up meant for this send (the fd is non-blocking)
     return cancelled;
@@ -31,11 +44,17 @@ bool fks_cancellation_end(fks_cancellation *c, uint64_t sequence) {
 
 bool fks_cancellation_cancel(fks_cancellation *c, uint64_t sequence, uint64_t reason) {
     uint64_t expected = pack(sequence, FKS_SEND_RUNNING);
-    if (!atomic_compare_exchange_strong_explicit(&c->word, &expected, pack(sequence, FKS_SEND_CANCELLED),
+    // Claim the send (running → cancelling), store the reason, then show
+    // it cancelled: whoever sees "cancelled" (release/acquire) sees this
+    // reason. Going straight to "cancelled" let a sender read the previous
+    // cancellation's reason when this thread was preempted between the two.
+    if (!atomic_compare_exchange_strong_explicit(&c->word, &expected, pack(sequence, FKS_SEND_CANCELLING),
                                                  memory_order_acq_rel, memory_order_acquire)) {
         return false;
     }
     atomic_store_explicit(&c->reason, reason, memory_order_release);
+    // Only this caller moves the word out of "cancelling" (end waits for it).
+    atomic_store_explicit(&c->word, pack(sequence, FKS_SEND_CANCELLED), memory_order_release);
     atomic_fetch_add_explicit(&c->cancels, 1, memory_order_relaxed);
     uint64_t one = 1;
     int saved = errno;  // a signal handler must leave errno as it found it

@@ -1,3 +1,4 @@
+import CPosix
 import EventRing
 import Posix
 
@@ -28,8 +29,11 @@ public struct HookHandle: Hashable, Sendable {
 /// - `parent` and `child` run in registration order; all entries run, and
 ///   the first failure is reported after all ran.
 ///
-/// Copy-on-write: a run works on the list as it was when the run started,
-/// so a hook that registers or removes hooks changes only later runs.
+/// Copy-on-write: a run (one fork: `before`, then `parent` or `child`)
+/// works on the list as it was when its `before` started, so a hook that
+/// registers or removes hooks changes only later forks — and an entry whose
+/// `before` ran still gets its `parent` or `child` in that fork, even if it
+/// was removed meanwhile (else what it locked would stay locked).
 public final class AtForkRegistry: @unchecked Sendable {
     public typealias Hook = () throws -> Void
 
@@ -40,14 +44,30 @@ public final class AtForkRegistry: @unchecked Sendable {
         let hook: Hook
     }
 
+    /// One fork's snapshot of the entries, and the groups whose `before`
+    /// succeeded.
+    struct Run {
+        let entries: [Entry]
+        var succeeded: Set<UInt64> = []
+
+        func entries(_ stage: ForkStage) -> [Entry] { entries.filter { $0.handle.stage == stage } }
+    }
+
     /// The process's registry, used by `Fork.fork()` by default.
     public static let shared = AtForkRegistry()
 
-    /// Guards `entries` and `nextID`; also held across the fork() call
+    /// Hook ids are unique in the process, not per registry, so a handle
+    /// one registry issued is "never issued" in every other one.
+    nonisolated(unsafe) private static let lastID: UnsafeMutablePointer<UInt64> = {
+        let counter = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+        counter.initialize(to: 0)
+        return counter
+    }()
+
+    /// Guards `entries`; also held across the fork() call
     /// itself, so no thread is mid-registration when the child is made.
     let lock = Lock()
     private var entries: [Entry] = []
-    private var nextID: UInt64 = 1
 
     public init() {}
 
@@ -61,12 +81,11 @@ public final class AtForkRegistry: @unchecked Sendable {
     public func register(_ hooks: [(ForkStage, Hook)], name: String) -> [HookHandle] {
         let nameRef = Telemetry.intern(name)
         let handles: [HookHandle] = lock.withLock {
-            let group = nextID
+            let first = fks_fetch_add_u64(AtForkRegistry.lastID, UInt64(hooks.count)) + 1
             var handles: [HookHandle] = []
             var updated = entries
-            for (stage, hook) in hooks {
-                let handle = HookHandle(id: nextID, stage: stage, group: group)
-                nextID += 1
+            for (offset, (stage, hook)) in hooks.enumerated() {
+                let handle = HookHandle(id: first + UInt64(offset), stage: stage, group: first)
                 updated.append(Entry(handle: handle, name: name, nameRef: nameRef, hook: hook))
                 handles.append(handle)
             }
@@ -96,38 +115,35 @@ public final class AtForkRegistry: @unchecked Sendable {
         lock.withLock { entries.filter { stage == nil || $0.handle.stage == stage }.count }
     }
 
-    private func snapshot(_ stage: ForkStage) -> [Entry] {
-        lock.withLock { entries.filter { $0.handle.stage == stage } }
-    }
+    /// The entries as they are now: the list one fork works on throughout.
+    func beginRun() -> Run { lock.withLock { Run(entries: entries) } }
 
-    /// Runs `before` hooks, newest first, stopping at the first failure.
-    /// Returns the groups whose `before` succeeded, and the failure if any.
-    func runBefore(generation: UInt32) -> (succeeded: Set<UInt64>, failure: HookFailure?) {
-        var succeeded: Set<UInt64> = []
-        for entry in snapshot(.before).reversed() {
-            if let failure = run(entry, generation: generation) { return (succeeded, failure) }
-            succeeded.insert(entry.handle.group)
+    /// Runs the run's `before` hooks, newest first, stopping at the first
+    /// failure; records in `run` the groups whose `before` succeeded.
+    func runBefore(_ run: inout Run, generation: UInt32) -> HookFailure? {
+        for entry in run.entries(.before).reversed() {
+            if let failure = self.run(entry, generation: generation) { return failure }
+            run.succeeded.insert(entry.handle.group)
         }
-        return (succeeded, nil)
+        return nil
     }
 
-    /// Runs `parent` hooks in registration order for the groups whose
-    /// `before` succeeded (and for groups that have no `before`).
-    func runParent(succeeded: Set<UInt64>, generation: UInt32) -> HookFailure? {
-        let all = snapshot(.parent)
-        let groupsWithBefore = Set(snapshot(.before).map(\.handle.group))
+    /// Runs the run's `parent` hooks in registration order for the groups
+    /// whose `before` succeeded (and for groups that have no `before`).
+    func runParent(_ run: Run, generation: UInt32) -> HookFailure? {
+        let groupsWithBefore = Set(run.entries(.before).map(\.handle.group))
         var first: HookFailure? = nil
-        for entry in all where succeeded.contains(entry.handle.group) || !groupsWithBefore.contains(entry.handle.group) {
-            if let failure = run(entry, generation: generation), first == nil { first = failure }
+        for entry in run.entries(.parent) where run.succeeded.contains(entry.handle.group) || !groupsWithBefore.contains(entry.handle.group) {
+            if let failure = self.run(entry, generation: generation), first == nil { first = failure }
         }
         return first
     }
 
-    /// Runs every `child` hook in registration order.
-    func runChild(generation: UInt32) -> HookFailure? {
+    /// Runs every one of the run's `child` hooks in registration order.
+    func runChild(_ run: Run, generation: UInt32) -> HookFailure? {
         var first: HookFailure? = nil
-        for entry in snapshot(.child) {
-            if let failure = run(entry, generation: generation), first == nil { first = failure }
+        for entry in run.entries(.child) {
+            if let failure = self.run(entry, generation: generation), first == nil { first = failure }
         }
         return first
     }

@@ -19,6 +19,10 @@ public final class CancellationSource: @unchecked Sendable {
     private let idle = Condition()
     private var nextSequence: UInt64 = 1
     private var running: UInt64 = 0
+    /// Set while a fork's `before` cancels: a send that begins meanwhile is
+    /// cancelled at once (its sender took the send permit just before the
+    /// fork set `quiescing`, and begins after `before` cancelled).
+    private var cancelOnBegin: CancelReason? = nil
 
     public init() throws(SystemError) {
         signalSafeState = .allocate(capacity: 1)
@@ -38,14 +42,17 @@ public final class CancellationSource: @unchecked Sendable {
     /// Starts a send. Sends through one source are serialised by the
     /// caller's send lock; a second concurrent begin is a programming error.
     public func begin() -> CancellationToken {
-        let sequence: UInt64 = lock.withLock {
+        let (sequence, cancelled): (UInt64, CancelReason?) = lock.withLock {
             let sequence = nextSequence
             nextSequence += 1
             running = sequence
-            return sequence
+            // Under the lock: `cancelCurrentAndNew` either sees this send
+            // running, or this begin sees its reason.
+            let began = fks_cancellation_begin(signalSafeState, sequence)
+            precondition(began, "two sends at once through one CancellationSource")
+            return (sequence, cancelOnBegin)
         }
-        let began = fks_cancellation_begin(signalSafeState, sequence)
-        precondition(began, "two sends at once through one CancellationSource")
+        if let cancelled { cancel(sequence: sequence, reason: cancelled) }
         return CancellationToken(sequence: sequence, source: self)
     }
 
@@ -76,6 +83,17 @@ public final class CancellationSource: @unchecked Sendable {
         guard sequence != 0 else { return false }
         return cancel(sequence: sequence, reason: reason)
     }
+
+    /// Cancels the running send and every send that begins until
+    /// `stopCancellingNewSends()`: a fork's `before` uses it, so a send
+    /// that begins while the fork waits cannot make it wait for a whole send.
+    @discardableResult
+    func cancelCurrentAndNew(reason: CancelReason) -> Bool {
+        lock.withLock { cancelOnBegin = reason }
+        return cancelCurrent(reason: reason)
+    }
+
+    func stopCancellingNewSends() { lock.withLock { cancelOnBegin = nil } }
 
     /// The running send's sequence, or nil.
     public var runningSend: UInt64? {
@@ -109,6 +127,7 @@ public final class CancellationSource: @unchecked Sendable {
         signalSafeState.pointee.eventfd = fresh.rawValue
         _ = Glibc.close(inherited)
         running = 0
+        cancelOnBegin = nil
     }
 
     private var reasonAddress: UnsafeMutableRawPointer { UnsafeMutableRawPointer(signalSafeState) + 8 }

@@ -54,7 +54,7 @@ public enum Fork {
     /// stage, holding the registry lock.
     public struct Preparation: @unchecked Sendable {
         let registry: AtForkRegistry
-        let succeeded: Set<UInt64>
+        let run: AtForkRegistry.Run
         let started: UInt64
     }
 
@@ -68,9 +68,9 @@ public enum Fork {
     /// lock, so the child never inherits it mid-registration.
     public static func prepare(registry: AtForkRegistry = .shared) throws(ForkError) -> Preparation {
         let started = Clock.monotonicNanoseconds()
-        let succeeded = try runBefore(registry)
+        let run = try runBefore(registry)
         registry.lock.lock()
-        return Preparation(registry: registry, succeeded: succeeded, started: started)
+        return Preparation(registry: registry, run: run, started: started)
     }
 
     /// The `parent` stage after fork() returned `pid`; with `pid < 0`,
@@ -80,18 +80,18 @@ public enum Fork {
         preparation.registry.lock.unlock()
         if pid < 0 {
             Telemetry.publish(.forkFailed, generation: generation, UInt64(error.rawValue), ForkStage.parent.rawValue)
-            _ = preparation.registry.runParent(succeeded: preparation.succeeded, generation: generation)
+            _ = preparation.registry.runParent(preparation.run, generation: generation)
             throw .forkFailed(error)
         }
         Telemetry.publish(.forkParent, generation: generation, UInt64(pid: pid), microsSince(preparation.started))
-        _ = preparation.registry.runParent(succeeded: preparation.succeeded, generation: generation)
+        _ = preparation.registry.runParent(preparation.run, generation: generation)
     }
 
     /// The `child` stage, in the new process: the inherited registry lock
     /// is re-initialised (never unlocked), then the generation advances.
     public static func completeInChild(_ preparation: Preparation) {
         preparation.registry.lock.reinitializeInChild()
-        enterChild(registry: preparation.registry, parent: getppid())
+        enterChild(registry: preparation.registry, run: preparation.run, parent: getppid())
     }
 
     /// before → fork → setsid → fork → child, in the grandchild only. The
@@ -121,30 +121,30 @@ public enum Fork {
         let second = forkFunction()
         if second != 0 { _exit(second > 0 ? 0 : 1) }
         redirectStandardStreams(to: logPath)
-        enterChild(registry: registry, parent: getppid())
+        enterChild(registry: registry, run: preparation.run, parent: getppid())
         return nil
     }
 
     /// The `before` stage, published; on failure `parent` runs for the
     /// groups whose `before` succeeded and the fork is not performed.
-    private static func runBefore(_ registry: AtForkRegistry) throws(ForkError) -> Set<UInt64> {
+    private static func runBefore(_ registry: AtForkRegistry) throws(ForkError) -> AtForkRegistry.Run {
         let started = Clock.monotonicNanoseconds()
-        Telemetry.publish(.forkBeforeStart, generation: generation, UInt64(registry.count(.before)))
-        let (succeeded, failure) = registry.runBefore(generation: generation)
-        if let failure {
+        var run = registry.beginRun()
+        Telemetry.publish(.forkBeforeStart, generation: generation, UInt64(run.entries(.before).count))
+        if let failure = registry.runBefore(&run, generation: generation) {
             Telemetry.publish(.forkBeforeEnd, generation: generation, Outcome.failed.rawValue, microsSince(started), 1)
             Telemetry.publish(.forkFailed, generation: generation, 0, ForkStage.before.rawValue)
-            _ = registry.runParent(succeeded: succeeded, generation: generation)
+            _ = registry.runParent(run, generation: generation)
             throw .hookFailed(failure)
         }
         Telemetry.publish(.forkBeforeEnd, generation: generation, Outcome.ok.rawValue, microsSince(started), 0)
-        return succeeded
+        return run
     }
 
-    private static func enterChild(registry: AtForkRegistry, parent: pid_t) {
+    private static func enterChild(registry: AtForkRegistry, run: AtForkRegistry.Run, parent: pid_t) {
         generation += 1
         Telemetry.publish(.forkChild, generation: generation, UInt64(pid: parent), UInt64(generation))
-        _ = registry.runChild(generation: generation)
+        _ = registry.runChild(run, generation: generation)
     }
 
     private static func redirectStandardStreams(to logPath: String?) {

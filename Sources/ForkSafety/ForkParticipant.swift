@@ -153,7 +153,8 @@ public final class ForkParticipant: @unchecked Sendable {
         guard detectsUnhookedForks, observer.claimUnseenFork() else { return false }
         let previous = pidAtLastCheck
         pidAtLastCheck = getpid()
-        Telemetry.publish(.forkDetectedWithoutHooks, generation: runtime?.generation ?? 0, UInt64(pid: previous), fks_fork_count())
+        // Not `runtime.generation`: its lock may have been copied held.
+        Telemetry.publish(.forkDetectedWithoutHooks, generation: runtime?.generationBeforeRebuild ?? 0, UInt64(pid: previous), fks_fork_count())
         rebuildInChild(reason: "fork detected without hooks")
         return true
     }
@@ -165,7 +166,9 @@ public final class ForkParticipant: @unchecked Sendable {
         let generation = runtime?.generation ?? 0
         switch policy {
         case .cancel:
-            cancellation.cancelCurrent(reason: .fork)
+            // And a send that begins from now on: its sender may hold the
+            // permit already (it checked `quiescing` just before we set it).
+            cancellation.cancelCurrentAndNew(reason: .fork)
             _ = cancellation.waitUntilIdle(before: .never)
         case .drain:
             if let send = cancellation.runningSend {
@@ -175,15 +178,25 @@ public final class ForkParticipant: @unchecked Sendable {
                 Telemetry.publish(.drainWait, generation: generation, send, 0, Outcome.ok.rawValue, microsSince(start))
             }
         case .drainThenCancel(let milliseconds):
+            let start = Clock.monotonicNanoseconds()
+            let deadline = Deadline.after(milliseconds: milliseconds)
             if let send = cancellation.runningSend {
-                let start = Clock.monotonicNanoseconds()
-                if cancellation.waitUntilIdle(before: .after(milliseconds: milliseconds)) {
+                if cancellation.waitUntilIdle(before: deadline) {
                     Telemetry.publish(.drainWait, generation: generation, send, milliseconds, Outcome.ok.rawValue, microsSince(start))
                 } else {
                     Telemetry.publish(.drainWait, generation: generation, send, milliseconds, Outcome.timedOut.rawValue, microsSince(start))
                     cancellation.cancel(sequence: send, reason: .drainTimeout)
                     _ = cancellation.waitUntilIdle(before: .never)
                 }
+            } else if sendLock.lock(before: deadline) {
+                sendLock.unlock()
+            } else {
+                // A sender holds the permit but had not begun: it checked
+                // `quiescing` just before we set it. Its send gets the same
+                // time, then is cancelled like a running one.
+                Telemetry.publish(.drainWait, generation: generation, cancellation.runningSend ?? 0, milliseconds, Outcome.timedOut.rawValue, microsSince(start))
+                cancellation.cancelCurrentAndNew(reason: .drainTimeout)
+                _ = cancellation.waitUntilIdle(before: .never)
             }
         }
         runtime?.quiesce()
@@ -191,6 +204,7 @@ public final class ForkParticipant: @unchecked Sendable {
     }
 
     func parent() {
+        cancellation.stopCancellingNewSends()
         sendLock.unlock()
         fks_store_release_u64(quiescing, 0)
         runtime?.resume()

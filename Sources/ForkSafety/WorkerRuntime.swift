@@ -56,6 +56,10 @@ public final class WorkerRuntime: @unchecked Sendable {
         lock.withLock { _state == .running && threadsForkCount == fks_fork_count() }
     }
     public var generation: UInt32 { lock.withLock { _generation } }
+    /// The generation, read without the lock: only in a forked child before
+    /// `rebuildInChild`, where the lock may have been copied held by a
+    /// thread that does not exist here (and none of ours runs yet).
+    var generationBeforeRebuild: UInt32 { _generation }
     /// Jobs queued and not yet started.
     public var queuedJobs: Int { lock.withLock { jobs.count - jobHead } }
 

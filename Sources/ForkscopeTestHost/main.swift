@@ -7,6 +7,7 @@
 //   signals RING COUNT      publish COUNT marks while SIGALRM handlers publish on the same lane
 //   fork-raw RING           publish, fork() without hooks, child publishes; print child pid
 //   seed-fork RING URL POLICY  the first seed's delaying-agent fork (see SeedForkScenario)
+//   fork-… RING [ARG]       the fork scenarios of ForkSafetyTests (ForkScenarios.swift)
 import CPosix
 import EventRing
 import Glibc
@@ -64,6 +65,8 @@ case "fork-raw":
 case "seed-fork":
     guard arguments.count > 4 else { exit(64) }
     exit(SeedForkScenario.run(ring: path, agentURL: arguments[3], policy: arguments[4]))
+case _ where mode.hasPrefix("fork-"):
+    ForkScenarios.run(mode, writer: writer, arguments: Array(arguments.dropFirst(3)))
 default:
     try? FileDescriptor.standardError.writeAll("forkscope-testhost: unknown mode \(mode)\n")
     exit(64)

@@ -12,7 +12,9 @@
 /// its number reused).
 ///
 /// `word` = (send sequence << 2) | state. States: 0 idle (no send running),
-/// 1 running, 2 cancelled. `reason` is the last cancellation's reason.
+/// 1 running, 2 cancelled, 3 cancelling (a cancel is storing its reason).
+/// `reason` is the last cancellation's reason, stored before the word
+/// shows "cancelled".
 typedef struct fks_cancellation {
     _Atomic uint64_t word;
     _Atomic uint64_t reason;
@@ -20,7 +22,7 @@ typedef struct fks_cancellation {
     int eventfd;
 } fks_cancellation;
 
-enum { FKS_SEND_IDLE = 0, FKS_SEND_RUNNING = 1, FKS_SEND_CANCELLED = 2 };
+enum { FKS_SEND_IDLE = 0, FKS_SEND_RUNNING = 1, FKS_SEND_CANCELLED = 2, FKS_SEND_CANCELLING = 3 };
 
 /// Marks send `sequence` as running. Returns false if the word was not idle.
 bool fks_cancellation_begin(fks_cancellation *c, uint64_t sequence);

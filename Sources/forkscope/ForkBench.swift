@@ -1,0 +1,338 @@
+import ArgumentParser
+import CPosix
+import ForkSafety
+import Glibc
+import Posix
+
+/// `forkscope bench fork`: what the at-fork hooks add to a fork, and how
+/// fast a cancel wakes a blocked sender — side by side in one run.
+///
+/// Forks happen in this process: it runs synchronously from `main` and
+/// never starts Dispatch or Swift concurrency (checked: it must have one
+/// thread when the benchmark starts). Every child `_exit(0)`s at once.
+struct ForkBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fork",
+        abstract: "Fork-and-wait latency (bare fork(), Fork.fork() with an idle and a busy runtime) and cancel-to-wake latency."
+    )
+
+    @Option(help: "Forks per measurement.")
+    var iterations = 300
+
+    @Option(name: .customLong("heap-mib"), help: "Heap allocated and written before forking, in MiB (fork copies the page tables).")
+    var heapMiB = 64
+
+    @Option(help: "Cancel-to-wake rounds.")
+    var wakes = 2000
+
+    @Option(help: "Worker threads in the exporter's runtime.")
+    var workers = 2
+
+    @Flag(help: "Run even in a debug build (figures are then meaningless).")
+    var allowDebug = false
+
+    func validate() throws {
+        guard iterations > 0, wakes > 0, heapMiB >= 0, workers > 0 else {
+            throw ValidationError("--iterations, --wakes and --workers must be positive, --heap-mib at least 0")
+        }
+    }
+
+    func run() throws {
+        #if DEBUG
+        if !allowDebug {
+            Failure.exit("this is a debug build: its figures mean nothing. Run `swift build -c release` and `.build/release/forkscope bench fork` (or pass --allow-debug)", code: 2)
+        }
+        warn("WARNING: debug build — these figures are not the product's")
+        #endif
+        let threads = (try? FileSystem.contents(ofDirectory: "/proc/self/task").count) ?? 0
+        guard threads == 1 else {
+            Failure.exit("this process has \(threads) threads before forking (Dispatch or another runtime started one): forking it would measure the hazard, not the hooks", code: 1)
+        }
+        // A hung child or waiter ends the run rather than hanging it.
+        alarm(600)
+
+        let heap = TouchedHeap(mebibytes: heapMiB)
+        defer { heap.release() }
+
+        // The stages alone: a participant with no runtime, in a registry of its own.
+        let stagesOnly = AtForkRegistry()
+        let bareParticipant = try ForkParticipant(name: "bench-stages", policy: .drain, runtime: nil, registry: stagesOnly)
+        let runtime = WorkerRuntime(name: "bench", workers: workers)
+        let participant = try ForkParticipant(name: "bench", policy: .drain, runtime: runtime)
+        runtime.start()
+        // The three take turns, so load from elsewhere on the machine falls
+        // on all alike. (The bare fork() bypasses the hooks; its child
+        // leaves before touching anything.)
+        let idleRows = measureForks([{ Glibc.fork() }, { hookedFork(stagesOnly) }, { hookedFork(.shared) }])
+        let (bare, stages, idle) = (idleRows[0], idleRows[1], idleRows[2])
+
+        // One chain of jobs: a worker is always mid-job, and a core is left
+        // for the fork (two chains would occupy both cores of a small machine).
+        let busyWork = BusyWork(runtime: runtime, microseconds: 20)
+        busyWork.start()
+        let busy = measureForks([{ hookedFork(.shared) }])[0]
+        let jobs = busyWork.stop()
+
+        runtime.stop()
+        participant.close()
+        bareParticipant.close()
+        let wake = try measureCancelToWake(rounds: wakes)
+
+        let addedP50 = idle.p50 - bare.p50
+        let rows: [(String, Percentiles)] = [
+            ("fork() + waitpid, bare", bare),
+            ("Fork.fork() + waitpid, no runtime", stages),
+            ("Fork.fork() + waitpid, idle runtime", idle),
+            ("Fork.fork() + waitpid, busy runtime", busy),
+        ]
+        var load = "?"
+        if let bytes = try? FileSystem.readFile("/proc/loadavg") { load = String(decoding: bytes.prefix { $0 != 10 }, as: UTF8.self) }
+        print("forkscope bench fork — \(iterations) forks each, \(heapMiB) MiB heap touched, \(workers) workers; \(wakes) cancel-to-wake rounds; loadavg \(load)")
+        print(pad("measurement", 40) + pad("p50 µs", 10, right: true) + pad("p99 µs", 10, right: true) + pad("p50 vs bare", 14, right: true)
+              + pad("faults parent/child", 22, right: true))
+        for (name, figures) in rows {
+            let delta = figures.p50 - bare.p50
+            let faults = figures.faults.map { fixed($0.parent, 0) + " / " + fixed($0.child, 0) } ?? ""
+            print(pad(name, 40) + pad(fixed(figures.p50, 1), 10, right: true) + pad(fixed(figures.p99, 1), 10, right: true)
+                  + pad(name.hasSuffix("bare") ? "" : (delta >= 0 ? "+" : "") + fixed(delta, 1), 14, right: true) + pad(faults, 22, right: true))
+        }
+        print(pad("cancel → blocked waiter returns", 40) + pad(fixed(wake.p50, 1), 10, right: true) + pad(fixed(wake.p99, 1), 10, right: true))
+        print("busy runtime: a worker always mid-job; \(jobs) jobs of 20 µs ran during its forks")
+        print("targets: hooks add ≤ 100 µs p50 to an idle fork: +\(fixed(addedP50, 1)) µs (\(addedP50 <= 100 ? "met" : "missed")); "
+              + "cancel-to-wake p99 < 200 µs: \(fixed(wake.p99, 1)) µs (\(wake.p99 < 200 ? "met" : "missed"))")
+        print("{\"bench\":\"fork\",\"iterations\":\(iterations),\"heap_mib\":\(heapMiB),\"workers\":\(workers),"
+              + "\"bare_p50_us\":\(fixed(bare.p50, 1)),\"bare_p99_us\":\(fixed(bare.p99, 1)),"
+              + "\"stages_p50_us\":\(fixed(stages.p50, 1)),\"stages_p99_us\":\(fixed(stages.p99, 1)),"
+              + "\"idle_p50_us\":\(fixed(idle.p50, 1)),\"idle_p99_us\":\(fixed(idle.p99, 1)),"
+              + "\"busy_p50_us\":\(fixed(busy.p50, 1)),\"busy_p99_us\":\(fixed(busy.p99, 1)),"
+              + "\"hooks_added_p50_us\":\(fixed(addedP50, 1)),"
+              + "\"faults_per_fork\":{\"bare\":[\(faultPair(bare))],\"no_runtime\":[\(faultPair(stages))],\"idle\":[\(faultPair(idle))],\"busy\":[\(faultPair(busy))]},"
+              + "\"cancel_wake_rounds\":\(wakes),\"cancel_wake_p50_us\":\(fixed(wake.p50, 1)),\"cancel_wake_p99_us\":\(fixed(wake.p99, 1))}")
+    }
+
+    /// Fork-and-wait latency of each of `forks`, taken in turn, `iterations`
+    /// times each (after a few unmeasured warm-up rounds). Children leave
+    /// at once.
+    /// Also counts minor page faults per fork, in the parent and in the
+    /// child (copy-on-write: every page either touches after fork() costs one).
+    private func measureForks(_ forks: [() -> pid_t]) -> [Percentiles] {
+        var samples = [[Double]](repeating: [], count: forks.count)
+        var faults = [(parent: Int, child: Int)](repeating: (0, 0), count: forks.count)
+        for index in -5..<iterations {
+            for (variant, fork) in forks.enumerated() {
+                let (parentBefore, childBefore) = (minorFaults(RUSAGE_SELF), minorFaults(RUSAGE_CHILDREN))
+                let start = Clock.monotonicNanoseconds()
+                let pid = fork()
+                if pid == 0 { _exit(0) }
+                guard pid > 0 else { Failure.exit("fork failed: \(Errno.current)", code: 1) }
+                guard (try? ProcessControl.wait(for: pid)) != nil else { Failure.exit("waitpid(\(pid)) failed: \(Errno.current)", code: 1) }
+                let end = Clock.monotonicNanoseconds()
+                guard index >= 0 else { continue }
+                samples[variant].append(Double(end - start) / 1000)
+                faults[variant].parent += minorFaults(RUSAGE_SELF) - parentBefore
+                faults[variant].child += minorFaults(RUSAGE_CHILDREN) - childBefore
+            }
+        }
+        return zip(samples, faults).map { Percentiles($0, faults: (Double($1.parent) / Double(iterations), Double($1.child) / Double(iterations))) }
+    }
+
+    /// Time from `cancel` to the waiter's return from `CancellationToken.wait`,
+    /// the waiter asleep in poll on a socket nobody writes.
+    private func measureCancelToWake(rounds: Int) throws -> Percentiles {
+        let probe = try WakeProbe(rounds: rounds)
+        var thread = pthread_t()
+        let context = Unmanaged.passRetained(probe).toOpaque()
+        guard pthread_create(&thread, nil, wakeProbeWaiter, context) == 0 else {
+            Unmanaged<WakeProbe>.fromOpaque(context).release()
+            Failure.exit("pthread_create: \(Errno.current)", code: 1)
+        }
+        defer { pthread_join(thread, nil) }
+        var samples: [Double] = []
+        samples.reserveCapacity(rounds)
+        for _ in 0..<rounds {
+            guard probe.ready.next(), let sequence = probe.source.runningSend else { Failure.exit("the waiter did not begin its send", code: 1) }
+            // Cancel only once the waiter sleeps in poll, so this measures a wake.
+            while !probe.waiterIsPolling() { sched_yield() }
+            let start = Clock.monotonicNanoseconds()
+            probe.source.cancel(sequence: sequence, reason: .operatorRequest)
+            guard probe.done.next() else { Failure.exit("the waiter did not return", code: 1) }
+            let returned = probe.returnedAt.load()
+            samples.append(returned > start ? Double(returned - start) / 1000 : 0)
+        }
+        return Percentiles(samples)
+    }
+}
+
+/// "parent,child" mean minor faults per fork, for the JSON line.
+private func faultPair(_ figures: Percentiles) -> String {
+    figures.faults.map { fixed($0.parent, 1) + "," + fixed($0.child, 1) } ?? ""
+}
+
+/// `Fork.fork()` as a pid: 0 in the child, the child's pid in the parent.
+private func hookedFork(_ registry: AtForkRegistry) -> pid_t {
+    do {
+        switch try Fork.fork(registry: registry) {
+        case .child: return 0
+        case .parent(let child): return child
+        }
+    } catch {
+        Failure.exit("Fork.fork(): \(error)", code: 1)
+    }
+}
+
+struct Percentiles {
+    let p50: Double
+    let p99: Double
+    /// Mean minor page faults per fork, in the parent and in the child.
+    var faults: (parent: Double, child: Double)? = nil
+
+    init(_ samples: [Double], faults: (parent: Double, child: Double)? = nil) {
+        let sorted = samples.sorted()
+        p50 = sorted.isEmpty ? .nan : sorted[sorted.count / 2]
+        p99 = sorted.isEmpty ? .nan : sorted[min(sorted.count - 1, (sorted.count * 99 + 99) / 100 - 1)]
+        self.faults = faults
+    }
+}
+
+/// Minor page faults so far, of this process or of its waited-for children.
+/// The corresponding C function is `getrusage`.
+private func minorFaults(_ who: __rusage_who) -> Int {
+    var usage = rusage()
+    getrusage(__rusage_who_t(truncatingIfNeeded: who.rawValue), &usage)
+    return usage.ru_minflt
+}
+
+/// A heap of the given size, every page written, so fork() copies real
+/// page tables (an untouched allocation has none to copy).
+private struct TouchedHeap {
+    let bytes: UnsafeMutableRawPointer?
+
+    init(mebibytes: Int) {
+        guard mebibytes > 0 else { bytes = nil; return }
+        let count = mebibytes << 20
+        let bytes = UnsafeMutableRawPointer.allocate(byteCount: count, alignment: 4096)
+        memset(bytes, 0xA5, count)
+        self.bytes = bytes
+    }
+
+    func release() { bytes?.deallocate() }
+}
+
+/// Keeps the runtime's workers busy: jobs of a fixed length, each queueing
+/// its successor, until stopped.
+private final class BusyWork: @unchecked Sendable {
+    let runtime: WorkerRuntime
+    let nanoseconds: UInt64
+    private let counters = UnsafeMutablePointer<UInt64>.allocate(capacity: 2)  // [0] jobs done, [1] stop
+
+    init(runtime: WorkerRuntime, microseconds: UInt64) {
+        self.runtime = runtime
+        nanoseconds = microseconds * 1000
+        counters.initialize(repeating: 0, count: 2)
+    }
+
+    deinit { counters.deallocate() }
+
+    func start() { runtime.submit { [self] in job() } }
+
+    private func job() {
+        let end = Clock.monotonicNanoseconds() + nanoseconds
+        while Clock.monotonicNanoseconds() < end {}
+        _ = fks_fetch_add_u64(counters, 1)
+        if fks_load_acquire_u64(counters + 1) == 0 { start() }
+    }
+
+    /// Stops queueing; returns how many jobs ran.
+    func stop() -> UInt64 {
+        fks_store_release_u64(counters + 1, 1)
+        return fks_load_acquire_u64(counters)
+    }
+}
+
+/// The cancel-to-wake waiter's side: a source, a silent socket, and the
+/// pipes that pace the rounds.
+private final class WakeProbe: @unchecked Sendable {
+    let source: CancellationSource
+    let silent: (Socket, Socket)
+    let ready: BenchPipe
+    let done: BenchPipe
+    let rounds: Int
+    let returnedAt = BenchWord()
+    let waiterTid = BenchWord()
+
+    init(rounds: Int) throws {
+        source = try CancellationSource()
+        silent = try Socket.pair()
+        ready = try BenchPipe()
+        done = try BenchPipe()
+        self.rounds = rounds
+    }
+
+    deinit {
+        try? silent.0.fileDescriptor.close()
+        try? silent.1.fileDescriptor.close()
+        ready.close()
+        done.close()
+    }
+
+    /// Whether the waiter thread sleeps in poll/ppoll now (/proc/self/task/<tid>/syscall).
+    func waiterIsPolling() -> Bool {
+        guard let bytes = try? FileSystem.readFile("/proc/self/task/\(waiterTid.load())/syscall") else { return false }
+        let number = bytes.prefix { $0 != UInt8(ascii: " ") }
+        return number.elementsEqual("\(SYS_poll)".utf8) || number.elementsEqual("\(SYS_ppoll)".utf8)
+    }
+
+    func runWaiter() {
+        _ = "fks-bench-wait".withCString { fks_set_current_thread_name($0) }
+        waiterTid.store(UInt64(fks_gettid()))
+        for _ in 0..<rounds {
+            let token = source.begin()
+            ready.signal()
+            _ = try? token.wait(for: silent.0.fileDescriptor, events: Int16(POLLIN), before: .after(milliseconds: 5000))
+            returnedAt.store(Clock.monotonicNanoseconds())
+            source.end(token)
+            done.signal()
+        }
+    }
+}
+
+/// Thread entry point: a nonisolated function in an ordinary file.
+nonisolated private func wakeProbeWaiter(_ raw: UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? {
+    Unmanaged<WakeProbe>.fromOpaque(raw!).takeRetainedValue().runWaiter()
+    return nil
+}
+
+private final class BenchWord: @unchecked Sendable {
+    private let word = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+    init() { word.initialize(to: 0) }
+    deinit { word.deallocate() }
+    // Release/acquire: the waiter's timestamp is complete before `done` is read.
+    func load() -> UInt64 { fks_load_acquire_u64(word) }
+    func store(_ value: UInt64) { fks_store_release_u64(word, value) }
+}
+
+private struct BenchPipe {
+    let read: FileDescriptor
+    let write: FileDescriptor
+
+    init() throws {
+        (read, write) = try FileDescriptor.pipe()
+    }
+
+    func signal() {
+        var byte: UInt8 = 1
+        _ = try? withUnsafeBytes(of: &byte) { try write.writeAll($0) }
+    }
+
+    /// One byte, waiting at most 10 s.
+    func next() -> Bool {
+        guard let events = try? read.poll(for: Int16(POLLIN), deadline: .after(milliseconds: 10_000)), events != 0 else { return false }
+        var byte: UInt8 = 0
+        return (try? withUnsafeMutableBytes(of: &byte) { try read.read(into: $0) }) == 1
+    }
+
+    func close() {
+        try? read.close()
+        try? write.close()
+    }
+}

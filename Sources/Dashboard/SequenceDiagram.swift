@@ -14,13 +14,17 @@ public enum SequenceDiagram {
         var columns: [Int32] = []
         var rows: [(time: UInt64, column: Int, label: String, arrowTo: Int32?)] = []
         var alive: [Int32: (first: UInt64, last: UInt64)] = [:]
+        // Children a fork.parent announced: a worker.spawned for any other child was a fork() the exporter never saw.
+        let hooked = Set(events.filter { $0.kind == .forkParent }.map { Int32(truncatingIfNeeded: $0.a0) })
         for event in events {
-            guard let kind = event.kind, var label = label(event, kind, lookup) else { continue }
+            guard let kind = event.kind else { continue }
+            let rawFork = kind == .workerSpawned && !hooked.contains(Int32(truncatingIfNeeded: event.a0))
+            guard var label = rawFork ? "raw fork() → \(event.a0)" : label(event, kind, lookup) else { continue }
             if ascii { label = label.replacingArrows() }
             if let i = model.processIndex(pid: event.pid), [.agent, .tool].contains(model.processes[i].role) { continue }
             if !columns.contains(event.pid) { columns.append(event.pid) }
             // The child's column comes right after its fork, even if it published first.
-            let child = kind == .forkParent ? Int32(truncatingIfNeeded: event.a0) : nil
+            let child = kind == .forkParent || rawFork ? Int32(truncatingIfNeeded: event.a0) : nil
             if let child, !columns.contains(child) { columns.append(child) }
             let column = columns.firstIndex(of: event.pid)!
             let span = alive[event.pid] ?? (event.time, event.time)
@@ -92,5 +96,24 @@ private extension String {
         var out = ""
         for character in self { out += character == "→" ? "->" : String(character) }
         return out
+    }
+}
+
+extension SequenceDiagram {
+    /// Two diagrams next to each other (e.g. preload with and without
+    /// hooks), each under its title, separated by a gutter.
+    public static func sideBySide(_ left: String, _ right: String, titles: (String, String)) -> String {
+        let a = [titles.0, ""] + left.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        let b = [titles.1, ""] + right.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        let width = a.map(\.count).max() ?? 0
+        var lines: [String] = []
+        for n in 0..<max(a.count, b.count) {
+            let l = n < a.count ? a[n] : ""
+            let r = n < b.count ? b[n] : ""
+            var line = l + String(repeating: " ", count: width - l.count) + "   ┃ " + r
+            while line.hasSuffix(" ") { line.removeLast() }
+            lines.append(line)
+        }
+        return lines.joined(separator: "\n")
     }
 }

@@ -292,12 +292,33 @@ public enum ScenarioCatalog {
 
     static let forkFailure = Scenario(
         name: "fork-failure",
-        summary: "Not available: the demo server has no way to make fork() fail (root ignores RLIMIT_NPROC); see ForkSafety's tests.",
-        mechanism: "dd-trace-rb #5835: if a before hook fails, parent runs only for the participants whose before succeeded",
-        sabotage: "none",
-        serve: { _ in ["--workers", "1"] },
+        summary: "fork() fails (EAGAIN from a pids cgroup limit): fork.failed is published, parent still runs, the master keeps serving, the next fork succeeds.",
+        mechanism: "dd-trace-rb #5835: after_fork_in_parent runs even when the fork did not happen, so nothing quiesced stays quiesced (here without preload: the failure path itself, not a resumed exporter)",
+        sabotage: "no pids limit: the fork succeeds, so the check fails",
+        serve: { _ in ["--workers", "1", "--no-preload", "--fork-hooks"] },
         script: { c in
-            c.step("The server cannot be made to fail a fork from outside: as root RLIMIT_NPROC is not enforced, and there is no test-only switch in DemoServer. The mechanism is tested in Tests/ForkSafetyTests with injected hook failures.")
-            c.check("fork failure can be injected through the server", false, "not implemented: needs a test-only fork-failure switch in DemoServer")
+            guard let master = try c.run.processes().first(where: { $0.role == "master" }) else { throw ScenarioError("no master in the table") }
+            // A pids cgroup (v1) around the master: pids.max = its current task count, so its next fork() gets EAGAIN.
+            let limit = try PidsLimit(around: master.pid)
+            defer { limit.remove() }
+            if !c.sabotaged { try limit.freeze() }
+            var refused = ""
+            do { try c.run.control(.fork(pid: master.pid, start: master.start)) } catch { refused = "\(error)" }
+            c.step("The master asked for a worker with pids.max at its current task count: fork() returned EAGAIN; Fork published fork.failed, ran the parent stage (this master, without preload, has no exporter to resume) and threw; the master logged it and kept serving.")
+            try limit.lift()
+            try c.run.control(.fork(pid: master.pid, start: master.start))
+            try c.run.waitUntil("the second worker", within: 3_000) { try c.run.processes().filter { $0.role == "worker" }.count >= 2 }
+            c.step("The limit is lifted: the same request forks a worker; nothing was left quiesced or locked.")
+            let o = try serveAndStop(c, requests: 20)
+            let failed = o.of(.forkFailed, pid: master.pid)
+            // The master's own loop may retry the worker the request asked for while the limit holds: each try fails the same way.
+            c.check("fork.failed in the master", failed.count >= 1, "\(failed.count) fork.failed")
+            c.check("every failure is EAGAIN", failed.allSatisfy { Errno(rawValue: Int32(truncatingIfNeeded: $0.a0)) == .resourceTemporarilyUnavailable },
+                    failed.map { Errno(rawValue: Int32(truncatingIfNeeded: $0.a0)).name }.joined(separator: ","))
+            c.check("the control request reported the failure", refused.contains("fork failed"), refused.isEmpty ? "it succeeded" : refused)
+            let failedAt = failed.first?.time ?? .max
+            let after = o.of(.workerSpawned, pid: master.pid).filter { $0.time > failedAt }.count
+            c.check("workers forked after the failure", after >= 1, "\(after) worker.spawned after fork.failed (the server also re-forks the worker the failed request asked for)")
+            c.expectEqual("unique spans at the agent = accepted", o.stat("unique_spans"), c.made)
         })
 }

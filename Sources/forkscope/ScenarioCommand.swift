@@ -28,6 +28,9 @@ struct ScenarioCommand: ParsableCommand {
     @Flag(help: "Print the run as a sequence diagram (one column per process).")
     var sequence = false
 
+    @Option(help: "With --sequence: also run this scenario and print both diagrams side by side.")
+    var beside: String?
+
     @Flag(help: "Run with the scenario's mechanism switched off (its check must then fail).")
     var sabotage = false
 
@@ -47,6 +50,10 @@ struct ScenarioCommand: ParsableCommand {
         guard let scenario = ScenarioCatalog.named(name) else {
             throw ValidationError("no scenario \(quoted(name)); `forkscope scenario list` shows them")
         }
+        let other = try beside.map { name -> Scenario in
+            guard let other = ScenarioCatalog.named(name) else { throw ValidationError("no scenario \(quoted(name)) for --beside") }
+            return other
+        }
         let reaper = try DescendantReaper()
         let executable = try ProcessControl.currentExecutablePath()
         print("scenario \(scenario.name): \(scenario.summary)")
@@ -60,8 +67,18 @@ struct ScenarioCommand: ParsableCommand {
         )
         _ = reaper.endAll()
         if sequence, let model = outcome.model {
+            let diagram = SequenceDiagram.render(events: outcome.events, model: model, lookup: outcome.lookup)
             print("")
-            print(SequenceDiagram.render(events: outcome.events, model: model, lookup: outcome.lookup))
+            if let other {
+                print("  (running \(other.name) for the right-hand side)")
+                let second = ScenarioRunner.run(other, executable: executable, narrate: { _ in })
+                _ = reaper.endAll()
+                let right = second.model.map { SequenceDiagram.render(events: second.events, model: $0, lookup: second.lookup) }
+                    ?? "(\(other.name) did not run: \(second.error ?? "?"))"
+                print(SequenceDiagram.sideBySide(diagram, right, titles: (scenario.name, other.name)))
+            } else {
+                print(diagram)
+            }
         }
         if let error = outcome.error { print("  run failed: \(error)") }
         if check || !outcome.passed {

@@ -12,9 +12,10 @@ final class ScenarioTests: XCTestCase {
     let executable = SpawnedProcess.builtExecutable("forkscope")
 
     /// No way to break these from outside the server (see each scenario's `sabotage`).
-    static let cannotBeSabotaged: Set<String> = ["daemonize", "fork-failure"]
-    /// Not runnable through the demo server yet (the check fails by design, saying why).
-    static let notAvailable: Set<String> = ["fork-failure"]
+    static let cannotBeSabotaged: Set<String> = ["daemonize"]
+    /// fork-failure makes fork() fail through a cgroup-v1 pids limit: root and a writable pids hierarchy.
+    static let pidsCgroupWritable = access("/sys/fs/cgroup/pids/cgroup.procs", W_OK) == 0
+    static var notAvailable: Set<String> { pidsCgroupWritable ? [] : ["fork-failure"] }
 
     func run(_ name: String, sabotaged: Bool = false) throws -> ScenarioOutcome {
         let scenario = try XCTUnwrap(ScenarioCatalog.named(name), name)
@@ -38,7 +39,7 @@ final class ScenarioTests: XCTestCase {
     }
 
     func testEveryCheckFailsWhenItsMechanismIsBroken() throws {
-        for scenario in ScenarioCatalog.all where !Self.cannotBeSabotaged.contains(scenario.name) {
+        for scenario in ScenarioCatalog.all where !Self.cannotBeSabotaged.contains(scenario.name) && !Self.notAvailable.contains(scenario.name) {
             let outcome = try run(scenario.name, sabotaged: true)
             XCTAssertNil(outcome.error, "\(scenario.name): the sabotaged run itself completes")
             XCTAssertFalse(outcome.passed, "\(scenario.name) with \(scenario.sabotage):\n\(describe(outcome))")
@@ -51,10 +52,15 @@ final class ScenarioTests: XCTestCase {
         XCTAssertTrue(failed.contains("unique spans at the agent = accepted"), "\(failed)")
     }
 
-    func testForkFailureSaysItIsNotAvailable() throws {
+    func testForkFailurePublishesEAGAINAndTheNextForkSucceeds() throws {
+        try XCTSkipUnless(Self.pidsCgroupWritable, "needs root and a writable /sys/fs/cgroup/pids")
         let outcome = try run("fork-failure")
-        XCTAssertFalse(outcome.passed)
-        XCTAssertTrue(outcome.checks.contains { $0.detail.contains("not implemented") })
+        XCTAssertTrue(outcome.passed, describe(outcome))
+        let failed = outcome.events.filter { $0.kind == .forkFailed }
+        XCTAssertFalse(failed.isEmpty)
+        XCTAssertTrue(failed.allSatisfy { $0.a0 == UInt64(EAGAIN) && $0.a1 == ForkStage.parent.rawValue })
+        let left = try FileSystem.contents(ofDirectory: "/sys/fs/cgroup/pids").filter { $0.hasPrefix("forkscope-") }
+        XCTAssertEqual(left, [], "the pids cgroup is removed")
     }
 
     func testScenarioNamesAreUniqueAndListed() {
@@ -76,8 +82,19 @@ final class ScenarioTests: XCTestCase {
         XCTAssertEqual(lines.filter { $0.contains("fork →") && $0.contains("▶") }.count, 2, diagram)
         XCTAssertTrue(diagram.contains("before_fork") && diagram.contains("after_fork"), diagram)
         XCTAssertTrue(diagram.contains("child: transport"), diagram)
+        let side = SequenceDiagram.sideBySide(diagram, diagram, titles: ("left", "right"))
+        XCTAssertTrue(side.hasPrefix("left") && side.split(separator: "\n")[0].hasSuffix("┃ right"), side)
+        XCTAssertEqual(side.split(separator: "\n").count, lines.count + 2)
         let ascii = SequenceDiagram.render(events: outcome.events, model: model, lookup: outcome.lookup, ascii: true)
         XCTAssertTrue(ascii.unicodeScalars.allSatisfy { $0.isASCII }, ascii)
+    }
+
+    /// Without hooks the master's forks are still arrows, labelled as the raw fork() the exporter never saw.
+    func testSequenceDiagramShowsARawForkWithoutHooks() throws {
+        let outcome = try run("preload-without-hooks")
+        let diagram = SequenceDiagram.render(events: outcome.events, model: try XCTUnwrap(outcome.model), lookup: outcome.lookup)
+        XCTAssertEqual(diagram.split(separator: "\n").filter { $0.contains("raw fork() →") && $0.contains("▶") }.count, 2, diagram)
+        XCTAssertFalse(diagram.contains("fork: child"), diagram)
     }
 
     /// The CLI: exit status 0 on pass, 1 on a failed check.

@@ -421,14 +421,8 @@ public final class Master: ControlHandler, @unchecked Sendable {
 enum AgentControl {
     static func request(_ url: String, _ target: String) -> Result<ControlMessage, ControlError> {
         do {
-            let endpoint = try AgentEndpoint(parsing: url)
-            var connection = AgentConnection(endpoint: endpoint, timeouts: Timeouts(connectMilliseconds: 500, readMilliseconds: 2_000, totalMilliseconds: 3_000))
-            let source = try CancellationSource()
-            let token = source.begin()
-            defer { source.end(token); connection.close() }
-            var headers = HTTPHeaders()
-            headers.add(name: "Host", value: endpoint.host)
-            let response = try connection.exchange(HTTPRequest(method: "POST", target: target, headers: headers), token: token).get()
+            let response = try AgentConnection.request("POST", target, to: try AgentEndpoint(parsing: url),
+                timeouts: Timeouts(connectMilliseconds: 500, readMilliseconds: 2_000, totalMilliseconds: 3_000)).get()
             guard (200...299).contains(response.head.status) else {
                 return .failure(.failed("agent answered \(response.head.status): \(String(decoding: response.body.prefix(200), as: UTF8.self))"))
             }

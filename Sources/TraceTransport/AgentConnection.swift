@@ -190,3 +190,25 @@ public struct AgentConnection {
         }
     }
 }
+
+extension AgentConnection {
+    /// One request on a fresh connection, closed afterwards: control and
+    /// stats requests to an agent or server (the demo's agent control,
+    /// benchmarks, tests). Not for trace sends: those go through a
+    /// `Transport`, whose connection is kept alive and cancellable.
+    public static func request(
+        _ method: String, _ target: String, to endpoint: AgentEndpoint, timeouts: Timeouts = Timeouts()
+    ) -> Result<HTTPResponse, TransportError> {
+        let source: CancellationSource
+        do { source = try CancellationSource() } catch { return .failure(.system(error)) }
+        var connection = AgentConnection(endpoint: endpoint, timeouts: timeouts)
+        let token = source.begin()
+        defer {
+            source.end(token)
+            connection.close()
+        }
+        var headers = HTTPHeaders()
+        headers.add(name: "Host", value: endpoint.host)
+        return connection.exchange(HTTPRequest(method: method, target: target, headers: headers), token: token)
+    }
+}

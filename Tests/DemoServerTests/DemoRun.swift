@@ -89,14 +89,8 @@ final class DemoRun {
 
 /// One blocking HTTP exchange through the project's own client.
 func http(_ address: String, _ method: String, _ target: String, within seconds: UInt64 = 10) throws -> HTTPResponse {
-    let endpoint = try AgentEndpoint(parsing: "http://" + address)
-    var connection = AgentConnection(endpoint: endpoint, timeouts: Timeouts(connectMilliseconds: 2000, readMilliseconds: seconds * 1000, totalMilliseconds: seconds * 1000))
-    let source = try CancellationSource()
-    let token = source.begin()
-    defer { source.end(token); connection.close() }
-    var headers = HTTPHeaders()
-    headers.add(name: "Host", value: endpoint.host)
-    return try connection.exchange(HTTPRequest(method: method, target: target, headers: headers), token: token).get()
+    try AgentConnection.request(method, target, to: try AgentEndpoint(parsing: "http://" + address),
+                                timeouts: Timeouts(connectMilliseconds: 2000, readMilliseconds: seconds * 1000, totalMilliseconds: seconds * 1000)).get()
 }
 
 extension Array where Element == Event {

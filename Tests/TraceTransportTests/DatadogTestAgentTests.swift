@@ -63,14 +63,8 @@ final class DatadogTestAgentTests: XCTestCase {
 
     /// A blocking GET through our own client.
     func get(_ target: String) throws -> HTTPResponse {
-        var connection = AgentConnection(endpoint: try AgentEndpoint(parsing: "http://127.0.0.1:\(port)"),
-                                          timeouts: Timeouts(connectMilliseconds: 200, readMilliseconds: 5000, totalMilliseconds: 10_000))
-        let source = try CancellationSource()
-        let token = source.begin()
-        defer { source.end(token); connection.close() }
-        var headers = HTTPHeaders()
-        headers.add(name: "Host", value: "127.0.0.1:\(port)")
-        return try connection.exchange(HTTPRequest(method: "GET", target: target, headers: headers), token: token).get()
+        try AgentConnection.request("GET", target, to: try AgentEndpoint(parsing: "http://127.0.0.1:\(port)"),
+                                    timeouts: Timeouts(connectMilliseconds: 200, readMilliseconds: 5000, totalMilliseconds: 10_000)).get()
     }
 
     func sampleTraces(base: UInt64) -> [[Span]] {

@@ -31,14 +31,8 @@ final class SeedForkTests: XCTestCase {
     }
 
     func agentRequest(_ method: String, _ target: String, within seconds: UInt64 = 10) throws -> (Int, [String: Any]) {
-        let endpoint = try AgentEndpoint(parsing: url)
-        var connection = AgentConnection(endpoint: endpoint, timeouts: Timeouts(connectMilliseconds: 1000, readMilliseconds: seconds * 1000, totalMilliseconds: seconds * 1000))
-        let source = try CancellationSource()
-        let token = source.begin()
-        defer { source.end(token); connection.close() }
-        var headers = HTTPHeaders()
-        headers.add(name: "Host", value: endpoint.host)
-        let response = try connection.exchange(HTTPRequest(method: method, target: target, headers: headers), token: token).get()
+        let response = try AgentConnection.request(method, target, to: try AgentEndpoint(parsing: url),
+            timeouts: Timeouts(connectMilliseconds: 1000, readMilliseconds: seconds * 1000, totalMilliseconds: seconds * 1000)).get()
         return (response.head.status, (try? JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any]) ?? [:])
     }
 

@@ -26,14 +26,7 @@ final class WriterAgentTests: XCTestCase {
     }
 
     func agentRequest(_ method: String, _ target: String) throws -> [String: Any] {
-        let endpoint = try AgentEndpoint(parsing: url)
-        var connection = AgentConnection(endpoint: endpoint)
-        let source = try CancellationSource()
-        let token = source.begin()
-        defer { source.end(token); connection.close() }
-        var headers = HTTPHeaders()
-        headers.add(name: "Host", value: endpoint.host)
-        let response = try connection.exchange(HTTPRequest(method: method, target: target, headers: headers), token: token).get()
+        let response = try AgentConnection.request(method, target, to: try AgentEndpoint(parsing: url)).get()
         return (try? JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any]) ?? [:]
     }
 

@@ -7,7 +7,7 @@ import Posix
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure, side by side in one run, what the hot paths cost.",
-        subcommands: [RingBench.self, RingProducer.self, ForkBench.self, TUIBench.self]
+        subcommands: [RingBench.self, RingProducer.self, ForkBench.self, TransportBench.self, HostBench.self, TUIBench.self]
     )
 }
 

@@ -60,3 +60,85 @@ struct Record: ParsableCommand {
             + (duration == nil ? "" : " (\(seen) seen while following; \(lost) overwritten before the copy)"))
     }
 }
+
+/// `forkscope replay`: a saved ring played back as text on its own time
+/// axis — speed ×0.25–×16, `--from` seeks (folds silently up to that time
+/// and prints the state there), `--to` stops, `--step` waits for Enter
+/// between events. The dashboard (`forkscope attach FILE`) shows a saved
+/// file as a whole; these controls are not in the TUI yet.
+struct Replay: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Play a saved ring back as text: speed, seek (--from), stop (--to), step; the per-process state at the end."
+    )
+
+    @Argument(help: "A saved ring (forkscope record), or a ring or session directory.")
+    var path: String?
+
+    @Option(help: "Playback speed, 0.25 to 16.")
+    var speed = 1.0
+
+    @Option(help: "Seek: start at this many seconds after the ring's creation (the state there is printed first).")
+    var from: Double?
+
+    @Option(help: "Stop at this many seconds after the ring's creation.")
+    var to: Double?
+
+    @Flag(help: "Wait for Enter before each event (end of input: no more waiting).")
+    var step = false
+
+    func validate() throws {
+        guard (0.25...16).contains(speed) else { throw ValidationError("--speed must be 0.25 to 16") }
+        if let from, !(from >= 0) { throw ValidationError("--from must be seconds, 0 or more") }
+        if let to, !(to >= 0) { throw ValidationError("--to must be seconds, 0 or more") }
+    }
+
+    func run() throws {
+        let contents = RingContents.read(try RingLocation.resolve(path), mode: .snapshot)
+        let reader = contents.reader
+        let origin = RingOrigin(reader.header)
+        let text = EventText(header: reader.header) { [reader] in reader.string(at: $0) }
+        let start = from.map { UInt64($0 * 1e9) } ?? 0
+        let end = to.map { UInt64($0 * 1e9) } ?? .max
+        var model = DashboardModel(origin: origin)
+        var output = OutputBuffer()
+        let skipped = contents.events.prefix { origin.offset($0.time) < start }
+        if let from {
+            model.fold(skipped) { reader.string(at: $0) }
+            output.append("— at \(EventText.seconds(UInt64(from * 1e9))) (\(skipped.count) events folded) —")
+            output.append(String(ProcessSummary.text(model, source: reader.path, live: false).dropLast()))  // it ends with a newline
+        }
+        var clock = start
+        var waitingForInput = step
+        for event in contents.events.dropFirst(skipped.count) {
+            let at = origin.offset(event.time)
+            if at > end { break }
+            if waitingForInput {
+                if !output.flush() { return }
+                waitingForInput = Replay.waitForEnter()
+            } else if !step, at > clock {
+                if !output.flush() { return }
+                // The gap to the next event at the chosen speed (a poll with no descriptors is a sleep with a deadline).
+                let milliseconds = Double(at - clock) / 1e6 / speed
+                var none: [pollfd] = []
+                _ = try? poll(&none, timeoutMilliseconds: Int32(min(milliseconds, 60_000)))
+            }
+            clock = at
+            output.append(text.line(event))
+            model.fold(CollectionOfOne(event)) { reader.string(at: $0) }
+        }
+        output.append("— end at \(EventText.seconds(clock)) —")
+        output.append(String(ProcessSummary.text(model, source: reader.path, live: false).dropLast()))  // it ends with a newline
+        _ = output.flush()
+    }
+
+    /// True after an Enter; false at end of input (then playback stops waiting).
+    static func waitForEnter() -> Bool {
+        var byte: UInt8 = 0
+        let deadline = Deadline.after(milliseconds: 600_000)
+        while (try? FileDescriptor.standardInput.poll(for: Int16(POLLIN), deadline: deadline)) ?? 0 != 0 {
+            guard (try? withUnsafeMutableBytes(of: &byte, { try FileDescriptor.standardInput.read(into: $0) })) == 1 else { return false }
+            if byte == 10 { return true }
+        }
+        return false
+    }
+}

@@ -104,6 +104,27 @@ final class ExportTests: XCTestCase {
         }
     }
 
+    /// `forkscope replay FILE --from A --to B`: the state printed at the seek point and at the end
+    /// are the model folded up to those times.
+    func testReplaySeeksAndStopsAtTheModelStateOfThoseTimes() throws {
+        let ring = try recordedRun("drain-timeout")
+        let reader = try RingReader(path: ring, mode: .snapshot)
+        let (events, _) = try reader.readAll()
+        let origin = RingOrigin(reader.header)
+        let offsets = events.map { origin.offset($0.time) }
+        let a = offsets[offsets.count / 3] + 500, b = offsets[2 * offsets.count / 3] + 500
+        func summary(upTo ns: UInt64, inclusive: Bool) -> String {
+            var model = DashboardModel(origin: origin)
+            model.fold(events.filter { inclusive ? origin.offset($0.time) <= ns : origin.offset($0.time) < ns }) { reader.string(at: $0) }
+            return ProcessSummary.text(model, source: ring, live: false)
+        }
+        let output = try forkscope(["replay", ring, "--from", String(Double(a) / 1e9), "--to", String(Double(b) / 1e9), "--step"])
+        XCTAssertTrue(output.contains(summary(upTo: a, inclusive: false)), output)
+        XCTAssertTrue(output.hasSuffix(summary(upTo: b, inclusive: true)), output)
+        let played = output.split(separator: "\n").filter { $0.hasPrefix("+") }.count
+        XCTAssertEqual(played, offsets.filter { $0 >= a && $0 <= b }.count, "every event between the two times, once")
+    }
+
     func testRecordRefusesToOverwrite() throws {
         let ring = try recordedRun()
         try forkscope(["record", ring, "-o", scratch + "/once.ring"])

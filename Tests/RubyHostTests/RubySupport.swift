@@ -335,3 +335,11 @@ func threadNames(of pid: pid_t) -> [String] {
         }
     }
 }
+
+/// Whether `pid` still runs (not a zombie), without reaping it.
+func isRunning(_ pid: pid_t) -> Bool {
+    guard let bytes = try? FileSystem.readFile("/proc/\(pid)/stat", limit: 4096) else { return false }
+    // The state follows the ")" that ends the command name.
+    guard let close = bytes.lastIndex(of: UInt8(ascii: ")")), close + 2 < bytes.count else { return false }
+    return bytes[close + 2] != UInt8(ascii: "Z")
+}

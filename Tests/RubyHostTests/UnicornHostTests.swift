@@ -80,14 +80,15 @@ final class UnicornHostTests: XCTestCase {
         let killedAt = try XCTUnwrap(try host.ring.events.last?.time)
         // Mid-run: the load is running when the worker dies; its requests
         // in flight fail, the rest go to the survivor and the replacement.
-        let running = try host.startLoad(300)
-        _ = try eventually(within: 10) { () throws -> Bool? in try agent.stats().spans > 0 || host.ring.kind(.sendStart).count > 2 ? true : nil }
-        var pause: [pollfd] = []
-        _ = try poll(&pause, timeoutMilliseconds: 100)
+        let running = try host.startLoad(2_000)
+        // Once the victim has served and sent some (its first send.start),
+        // while the load still runs.
+        XCTAssertNotNil(try eventually(within: 10) { () throws -> Bool? in try host.ring.kind(.sendStart, pid: victim).isEmpty ? nil : true })
+        XCTAssertTrue(isRunning(running.pid), "the kill lands while the load runs")
         try ProcessControl.send(SIGKILL, to: victim)
         let first = try host.finish(running)
         XCTAssertGreaterThan(first.ok, 0)
-        XCTAssertEqual(first.ok + first.failed, 300)
+        XCTAssertEqual(first.ok + first.failed, 2_000)
 
         let fresh = try XCTUnwrap(try eventually(within: 20) { () throws -> pid_t? in
             try host.ring.pids(ofHook: "after_worker_ready", index: 0).first { $0 != victim }

@@ -63,7 +63,7 @@ let package = Package(
             name: "ForkscopeCTests", dependencies: ["ForkscopeC", "CForkscope", "EventRing", "Wire", "Posix", "CPosix", "TestSupport"],
             exclude: ["C"]
         ),
-        .testTarget(name: "ScenarioTests", dependencies: ["Scenarios", "Dashboard", "EventRing", "Posix", "TestSupport"]),
+        .testTarget(name: "ScenarioTests", dependencies: ["Scenarios", "Dashboard", "EventRing", "Posix", "TestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "ExportTests", dependencies: ["Dashboard", "EventRing", "Posix", "TestSupport"]),
         .testTarget(name: "AgentTests", dependencies: ["Agent", "Wire", "Posix", "EventRing", "TestSupport"]),
     ],

@@ -53,7 +53,7 @@ let package = Package(
         // Real forked processes publishing scripted events, for the dashboard's tests.
         .executableTarget(name: "dashboard-fixture-host", dependencies: ["EventRing", "Posix", "Terminal"], path: "Tests/DashboardTests/FixtureHost"),
         .testTarget(name: "DashboardTests", dependencies: ["Dashboard", "EventRing", "Posix", "TestSupport"], exclude: ["FixtureHost", "References"]),
-        .testTarget(name: "TerminalTests", dependencies: ["Terminal", "Dashboard", "EventRing", "Posix", "TestSupport"]),
+        .testTarget(name: "TerminalTests", dependencies: ["Terminal", "Dashboard", "EventRing", "TraceTransport", "Posix", "TestSupport"]),
         .testTarget(name: "TraceTransportTests", dependencies: ["TraceTransport", "ForkSafety", "Wire", "EventRing", "Posix", "CPosix", "TestSupport"]),
         .testTarget(name: "DemoServerTests", dependencies: ["DemoServer", "TraceTransport", "ForkSafety", "Wire", "EventRing", "Posix", "TestSupport"]),
         // Real Ruby servers (Debian ruby, puma, unicorn) embedding the Ruby binding (bindings/ruby).

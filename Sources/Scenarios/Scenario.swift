@@ -110,12 +110,25 @@ public enum ScenarioRunner {
                            recordTo: String? = nil,
                            narrate: @escaping (String) -> Void, pause: @escaping () -> Void = {}) -> ScenarioOutcome {
         let started = Clock.monotonicNanoseconds()
-        func elapsed() -> UInt64 { (Clock.monotonicNanoseconds() - started) / 1_000_000 }
         let run: ScenarioRun
-        do { run = try ScenarioRun(executable: executable, serveArguments: scenario.serve(sabotaged)) } catch {
+        do { run = try start(scenario, executable: executable, sabotaged: sabotaged) } catch {
             return ScenarioOutcome(scenario: scenario, checks: [], events: [], model: nil, lookup: { _ in nil }, error: "\(error)",
-                                   milliseconds: elapsed(), sessionPath: "")
+                                   milliseconds: (Clock.monotonicNanoseconds() - started) / 1_000_000, sessionPath: "")
         }
+        return execute(scenario, on: run, sabotaged: sabotaged, keepSession: keepSession, recordTo: recordTo, started: started,
+                       narrate: narrate, pause: pause)
+    }
+
+    /// Starts the scenario's agent and server (for a caller that shows the ring while the script runs).
+    public static func start(_ scenario: Scenario, executable: String, sabotaged: Bool = false) throws -> ScenarioRun {
+        try ScenarioRun(executable: executable, serveArguments: scenario.serve(sabotaged))
+    }
+
+    /// Runs the script on a started run, then ends it (and removes its session unless `keepSession`).
+    public static func execute(_ scenario: Scenario, on run: ScenarioRun, sabotaged: Bool = false, keepSession: Bool = false,
+                               recordTo: String? = nil, started: UInt64 = Clock.monotonicNanoseconds(),
+                               narrate: @escaping (String) -> Void, pause: @escaping () -> Void = {}) -> ScenarioOutcome {
+        func elapsed() -> UInt64 { (Clock.monotonicNanoseconds() - started) / 1_000_000 }
         defer {
             run.end()
             if !keepSession { run.removeSession() }

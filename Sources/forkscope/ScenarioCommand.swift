@@ -59,6 +59,10 @@ struct ScenarioCommand: ParsableCommand {
         print("scenario \(scenario.name): \(scenario.summary)")
         print("  mechanism: \(scenario.mechanism)")
         if sabotage { print("  sabotaged: \(scenario.sabotage)") }
+        if !check && !sequence && isatty(1) != 0 {
+            try runInDashboard(scenario, executable: executable, reaper: reaper)
+            return
+        }
         let stepping = step
         let outcome = ScenarioRunner.run(
             scenario, executable: executable, sabotaged: sabotage, keepSession: keep, recordTo: record,
@@ -90,6 +94,37 @@ struct ScenarioCommand: ParsableCommand {
         if check && !outcome.passed { throw ExitCode(1) }
     }
 
+    /// On a terminal: the dashboard on the scenario's ring, the script on
+    /// its own thread narrating into the dashboard's narration line (a step
+    /// every 3 s: the dashboard owns the keys, so --step applies to the
+    /// text mode only). The control keys work as in the demo.
+    private func runInDashboard(_ scenario: Scenario, executable: String, reaper: DescendantReaper) throws {
+        let run = try ScenarioRunner.start(scenario, executable: executable, sabotaged: sabotage)
+        var options = DashboardOptions(ringPath: run.session.ringPath, session: run.session, title: "scenario \(scenario.name) — \(scenario.summary)")
+        options.reaper = reaper
+        options.narration = "\(scenario.name): starting — \(scenario.mechanism)"
+        let dashboard = try TerminalDashboard(options: options, controller: SocketController(path: run.session.controlSocketPath))
+        let sabotaged = sabotage, record = self.record
+        let script = ScriptThread {
+            let outcome = ScenarioRunner.execute(
+                scenario, on: run, sabotaged: sabotaged, keepSession: true, recordTo: record,
+                narrate: { dashboard.setNarration($0) },
+                pause: { var none: [pollfd] = []; _ = try? poll(&none, timeoutMilliseconds: 3_000) }
+            )
+            let failed = outcome.checks.filter { !$0.passed }.map(\.name)
+            dashboard.setNarration("\(outcome.passed ? "PASS" : "FAIL") \(scenario.name)"
+                + (failed.isEmpty ? "" : ": " + failed.joined(separator: "; ")) + (outcome.error.map { " — \($0)" } ?? "") + " · q quits")
+            return outcome
+        }
+        try script.start()
+        try dashboard.run()
+        // Quitting early ends the processes (the reaper), so the script's next wait fails at once.
+        if let outcome = script.join() {
+            print("\(outcome.passed ? "PASS" : "FAIL") \(scenario.name) in \(outcome.milliseconds) ms" + (keep ? " (session \(outcome.sessionPath))" : ""))
+        }
+        if !keep { run.removeSession() }
+    }
+
     /// Enter on stdin, or 5 minutes (every wait has a deadline); EOF continues at once.
     static func waitForEnter() {
         print("    [Enter] next step", terminator: "")
@@ -105,4 +140,43 @@ struct ScenarioCommand: ParsableCommand {
 
 private extension String {
     func padding(_ width: Int) -> String { count >= width ? self + " " : self + String(repeating: " ", count: width - count) }
+}
+
+/// The scenario's script on a POSIX thread while the dashboard owns the
+/// main thread (this process never forks, so a thread here is safe).
+final class ScriptThread: @unchecked Sendable {
+    private let body: () -> ScenarioOutcome
+    private var outcome: ScenarioOutcome?
+    private var thread: pthread_t?
+
+    init(_ body: @escaping () -> ScenarioOutcome) { self.body = body }
+
+    func start() throws {
+        var thread = pthread_t()
+        let context = Unmanaged.passRetained(self).toOpaque()
+        let result = pthread_create(&thread, nil, scriptThreadMain, context)
+        guard result == 0 else {
+            Unmanaged<ScriptThread>.fromOpaque(context).release()
+            throw SystemError("pthread_create", Errno(rawValue: result))
+        }
+        self.thread = thread
+    }
+
+    /// Waits for the script (its waits all have deadlines) and returns its outcome.
+    func join() -> ScenarioOutcome? {
+        guard let thread else { return nil }
+        pthread_join(thread, nil)
+        self.thread = nil
+        return outcome
+    }
+
+    fileprivate func main() { outcome = body() }
+}
+
+/// A thread entry point must not be actor-isolated (DESIGN.md, Swift 6 isolation).
+private nonisolated func scriptThreadMain(_ context: UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? {
+    guard let context else { return nil }
+    let script = Unmanaged<ScriptThread>.fromOpaque(context).takeRetainedValue()
+    script.main()
+    return nil
 }

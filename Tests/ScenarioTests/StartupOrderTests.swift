@@ -31,11 +31,15 @@ final class StartupOrderTests: XCTestCase {
 
         init(_ steps: [Step]) {
             let master = steps.first { $0.kind == "fork.parent" }?.pid ?? 0
-            let cutoff = steps.first { $0.kind == "process.exit" || ($0.hook.map(Startup.shutdown.contains) ?? false) }?.time ?? .max
-            let startup = steps.filter { $0.time < cutoff }
-            self.master = startup.filter { $0.pid == master }.compactMap { $0.kind == "fork.parent" ? "fork" : $0.hook }
-            let children = startup.filter { $0.kind == "fork.child" && $0.peer == Int64(master) }.map(\.pid)
-            workers = children.map { child in ["fork.child"] + startup.filter { $0.pid == child }.compactMap(\.hook) }
+            // Each process's startup ends at its own first sign of shutdown.
+            func startup(of pid: Int32) -> [Step] {
+                Array(steps.filter { $0.pid == pid }.prefix { step in
+                    step.kind != "process.exit" && step.kind != "worker.exited" && !(step.hook.map(Startup.shutdown.contains) ?? false)
+                })
+            }
+            self.master = startup(of: master).compactMap { $0.kind == "fork.parent" ? "fork" : $0.hook }
+            let children = steps.filter { $0.kind == "fork.child" && $0.peer == Int64(master) }.map(\.pid)
+            workers = children.map { child in ["fork.child"] + startup(of: child).compactMap(\.hook) }
         }
 
         /// Only the names both sides know (the app-load markers differ: `app_loaded(preload)` vs `config.ru`).
@@ -66,6 +70,12 @@ final class StartupOrderTests: XCTestCase {
         let run = try ScenarioRun(executable: SpawnedProcess.builtExecutable("forkscope"),
                                   serveArguments: ["--profile", profile, "--workers", "2", "--preload", "--fork-hooks"])
         defer { run.end(); run.removeSession() }
+        // Both workers through their last boot hook before QUIT (a worker stopped while booting skips the rest).
+        let lastBootHook = ["unicorn": "after_fork", "puma": "on_worker_boot", "gunicorn": "post_worker_init"][profile] ?? ""
+        try run.waitUntil("two workers booted", within: 5_000) {
+            let (events, reader) = try run.events()
+            return Set(events.filter { $0.kind == .serverHook && reader.string(at: $0.a0) == lastBootHook }.map(\.pid)).count >= 2
+        }
         _ = try run.requests(4)
         try run.stopGracefully()
         let (events, reader) = try run.events()

@@ -148,8 +148,10 @@ public struct PerfettoExport {
                 if let child = incarnations.first(where: { $0.pid == childPid && events[$0.firstEvent].time >= since }) {
                     let first = events[child.firstEvent]
                     flowID += 1
-                    emit(event.time, "{\"ph\":\"s\",\"cat\":\"fork\",\"id\":\(flowID),\"name\":\"fork\",\(where_)}")
-                    emit(max(first.time, event.time), "{\"ph\":\"f\",\"bp\":\"e\",\"cat\":\"fork\",\"id\":\(flowID),\"name\":\"fork\",\"pid\":\(child.syntheticPid),\"tid\":\(first.tid),\"ts\":\(ts(max(first.time, event.time)))}")
+                    // Both ends sit on an event of their own thread (the fork's start in the parent, the child's
+                    // first event), so the viewer binds the arrow to those slices.
+                    emit(since, "{\"ph\":\"s\",\"cat\":\"fork\",\"id\":\(flowID),\"name\":\"fork\",\"pid\":\(pid),\"tid\":\(event.tid),\"ts\":\(ts(since))}")
+                    emit(first.time, "{\"ph\":\"f\",\"bp\":\"e\",\"cat\":\"fork\",\"id\":\(flowID),\"name\":\"fork\",\"pid\":\(child.syntheticPid),\"tid\":\(first.tid),\"ts\":\(ts(first.time))}")
                     counts.flows += 1
                 }
             }

@@ -106,6 +106,7 @@ public struct PerfettoExport {
 
         // Pass 2: one trace event per ring event.
         var openSends: [String: (pid: Int, tid: Int32, time: UInt64)] = [:]
+        var lastEnd: [String: UInt64] = [:]
         var forkWindowStart: [Int: UInt64] = [:]
         var flowID = 0
         for (n, event) in events.enumerated() {
@@ -117,18 +118,25 @@ public struct PerfettoExport {
             switch event.kind {
             case .sendStart?:
                 let id = "\(incarnations[i].syntheticPid).\(event.a0)"
+                if let previous = openSends[id] {
+                    // The same send id started again without an end (a lost end, or a hostile ring): close the first.
+                    emit(event.time, "{\"ph\":\"e\",\"cat\":\"send\",\"id\":\(quoted(id)),\"name\":\"send #\(event.a0)\",\"pid\":\(previous.pid),\"tid\":\(previous.tid),\"ts\":\(ts(event.time)),\"args\":{\"synthetic\":true,\"unfinished\":true}}")
+                    counts.synthetic += 1
+                }
                 openSends[id] = (pid, event.tid, event.time)
                 emit(event.time, "{\"ph\":\"b\",\"cat\":\"send\",\"id\":\(quoted(id)),\"name\":\"send #\(event.a0)\",\(where_),\"args\":\(args)}")
             case .sendComplete?, .sendCancel?, .sendFail?:
                 let id = "\(incarnations[i].syntheticPid).\(event.a0)"
                 if openSends.removeValue(forKey: id) == nil {
-                    // The start was overwritten: reconstruct it from the duration.
+                    // The start was overwritten: reconstruct it from the duration, never before
+                    // the previous send of that id ended (the pairs of one id must not overlap).
                     let duration = event.a2 &* 1000
-                    let start = duration <= event.time ? event.time - duration : event.time
+                    let start = max(duration <= event.time ? event.time - duration : event.time, lastEnd[id] ?? 0)
                     emit(start, "{\"ph\":\"b\",\"cat\":\"send\",\"id\":\(quoted(id)),\"name\":\"send #\(event.a0)\",\"pid\":\(pid),\"tid\":\(event.tid),\"ts\":\(ts(start)),\"args\":{\"synthetic\":true}}")
                     counts.synthetic += 1
                 }
                 emit(event.time, "{\"ph\":\"e\",\"cat\":\"send\",\"id\":\(quoted(id)),\"name\":\"send #\(event.a0)\",\(where_),\"args\":\(args)}")
+                lastEnd[id] = event.time
             default:
                 let group = event.kind.map { category(of: $0) } ?? "unknown"
                 emit(event.time, "{\"ph\":\"i\",\"s\":\"t\",\"cat\":\"\(group)\",\"name\":\(quoted(instantName(event, name))),\(where_),\"args\":\(args)}")

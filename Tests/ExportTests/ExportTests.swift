@@ -209,3 +209,75 @@ enum PerfettoValidator {
         return report
     }
 }
+
+/// The exporter on events nobody ordered: random kinds, arguments and times
+/// (seeded), sends whose start or end is missing, a send id reused.
+final class PerfettoHostileEventTests: XCTestCase {
+    struct SplitMix64 {
+        var state: UInt64
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        mutating func below(_ n: UInt64) -> UInt64 { next() % n }
+    }
+
+    func export(_ scratch: ScratchSession) throws -> (PerfettoValidator.Report, [Event], PerfettoExport.Counts) {
+        let reader = try RingReader(path: scratch.ringPath, mode: .snapshot)
+        let (events, _) = try reader.readAll()
+        var export = PerfettoExport(origin: RingOrigin(reader.header)) { reader.string(at: $0) }
+        let text = export.render(events)
+        return (try PerfettoValidator.validate(Data(text.utf8)), events, export.counts)
+    }
+
+    func testRandomEventsExportToAValidTrace() throws {
+        for seed in 1...12 as ClosedRange<UInt64> {
+            var random = SplitMix64(state: seed)
+            let scratch = try ScratchSession()
+            let ring = try scratch.createRing(RingConfiguration(laneCount: 4, slotsPerLane: 512, stringBytes: 4096))
+            let name = ring.writer.intern("hostile \"quoted\"\n")
+            let base = RingOrigin(try RingReader(path: scratch.ringPath).header).monotonic
+            for _ in 0..<300 {
+                func arg() -> UInt64 {
+                    switch random.below(6) {
+                    case 0: return UInt64(getpid())
+                    case 1: return random.below(4)
+                    case 2: return name
+                    case 3: return UInt64.max - random.below(3)
+                    default: return random.below(100_000)
+                    }
+                }
+                let time = random.below(10) == 0 ? random.next() : base + random.below(5_000_000_000)
+                let kinds = EventKind.allCases
+                let raw = random.below(12) == 0 ? UInt16(random.below(400)) : kinds[Int(random.below(UInt64(kinds.count)))].rawValue
+                ring.writer.publish(rawKind: raw, at: time, generation: 0, arg(), arg(), arg(), arg())
+            }
+            ring.unmap()
+            let (report, events, counts) = try export(scratch)
+            XCTAssertEqual(report.problems, [], "seed \(seed)")
+            XCTAssertEqual(report.fromRing, events.count, "seed \(seed)")
+            XCTAssertEqual(counts.fromRing, events.count)
+        }
+    }
+
+    func testSendsMissingAnEndOrAStartArePairedSynthetically() throws {
+        let scratch = try ScratchSession()
+        let ring = try scratch.createRing()
+        let t = RingOrigin(try RingReader(path: scratch.ringPath).header).monotonic + 1_000_000
+        let w = ring.writer
+        w.publish(.processStart, at: t, UInt64(getppid()), ProcessRole.worker.rawValue, w.intern("w"), 0)
+        w.publish(.sendComplete, at: t + 5_000_000, 7, 200, 3_000, 1)      // its start was overwritten
+        w.publish(.sendStart, at: t + 6_000_000, 8, 1, 10, 1)              // started twice, never ended
+        w.publish(.sendStart, at: t + 7_000_000, 8, 1, 10, 2)
+        ring.unmap()
+        let (report, events, counts) = try export(scratch)
+        XCTAssertEqual(report.problems, [])
+        XCTAssertEqual(events.count, 4)
+        XCTAssertEqual(report.fromRing, 4)
+        XCTAssertEqual(counts.synthetic, 3, "a b for #7, an e for the first #8, an e for the second")
+        XCTAssertEqual(report.asyncPairs, 3)
+    }
+}

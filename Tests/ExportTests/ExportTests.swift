@@ -260,6 +260,14 @@ final class PerfettoHostileEventTests: XCTestCase {
             XCTAssertEqual(report.problems, [], "seed \(seed)")
             XCTAssertEqual(report.fromRing, events.count, "seed \(seed)")
             XCTAssertEqual(counts.fromRing, events.count)
+            // The sequence diagram of the same hostile events renders without trapping.
+            let reader = try RingReader(path: scratch.ringPath, mode: .snapshot)
+            var model = DashboardModel(origin: RingOrigin(reader.header))
+            model.fold(events) { reader.string(at: $0) }
+            for ascii in [false, true] {
+                let diagram = SequenceDiagram.render(events: events, model: model, lookup: { reader.string(at: $0) }, ascii: ascii)
+                XCTAssertFalse(diagram.isEmpty)
+            }
         }
     }
 

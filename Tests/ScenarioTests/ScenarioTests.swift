@@ -97,6 +97,29 @@ final class ScenarioTests: XCTestCase {
         XCTAssertFalse(diagram.contains("fork: child"), diagram)
     }
 
+    /// --step waits for Enter after each narration line; the end of input stops the waiting.
+    func testStepWaitsForEnterBetweenNarrationLines() throws {
+        let process = try SpawnedProcess(executable: "forkscope", ["scenario", "preload-with-hooks", "--step", "--check"])
+        let first = try process.readLine(within: 10)
+        XCTAssertTrue(first.hasPrefix("scenario preload-with-hooks"), first)
+        XCTAssertTrue(try process.readLine(within: 10).contains("mechanism"))
+        XCTAssertTrue(try process.readLine(within: 10).hasPrefix("  → "), "the first narration line")
+        try process.send("\n")
+        try process.closeInput()
+        let rest = try process.readToEnd(within: 20)
+        XCTAssertEqual(try process.wait(within: 20), .exited(0), rest)
+        XCTAssertEqual(rest.components(separatedBy: "[Enter] next step").count - 1, 3, "a prompt after each of the 3 lines: \(rest)")
+        XCTAssertTrue(rest.contains("PASS preload-with-hooks"), rest)
+    }
+
+    func testListNamesEveryScenario() throws {
+        let process = try SpawnedProcess(executable: "forkscope", ["scenario", "list"])
+        try process.closeInput()
+        let text = try process.readToEnd(within: 10)
+        XCTAssertEqual(try process.wait(within: 10), .exited(0))
+        XCTAssertEqual(text.split(separator: "\n").map { String($0.split(separator: " ")[0]) }, ScenarioCatalog.all.map(\.name))
+    }
+
     /// The CLI: exit status 0 on pass, 1 on a failed check.
     func testCheckExitsNonZeroOnFailure() throws {
         let pass = try SpawnedProcess(executable: "forkscope", ["scenario", "no-preload", "--check"])

@@ -164,6 +164,7 @@ public final class Master: ControlHandler, @unchecked Sendable {
         try? wake.write.close()
         if let load { try? load.input.close() }
         processes.reinitializeInChild()
+        ServerLogs.redirectToOwnFile(configuration)
         let worker = Worker(index: index, configuration: configuration, listener: listener, commands: commands,
                             reports: reports.write, application: application, signalMask: mask)
         _exit(worker.run())
@@ -414,6 +415,20 @@ public final class Master: ControlHandler, @unchecked Sendable {
         guard intermediate > 0 else { return .failure(.failed("fork: \(Errno.current)")) }
         _ = try? ProcessControl.wait(for: intermediate, deadline: .after(milliseconds: 5_000))
         return .success(["daemonized": .bool(true)])
+    }
+}
+
+/// Each process's output goes to its own log file in the session
+/// directory (`worker-<pid>.log`), where `forkscope logs` and the
+/// dashboard's log pane find it by pid.
+enum ServerLogs {
+    static func redirectToOwnFile(_ configuration: ServerConfiguration) {
+        guard let session = configuration.sessionPath else { return }
+        let path = SessionDirectory(path: session).logPath("worker-\(getpid())")
+        guard let fd = try? FileDescriptor.open(path, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, mode: 0o600) else { return }
+        try? fd.duplicate(as: .standardOutput)
+        try? fd.duplicate(as: .standardError)
+        try? fd.close()
     }
 }
 

@@ -264,6 +264,7 @@ final class Worker {
             let worker = Worker(index: newIndex, configuration: configuration, listener: listener, commands: commands,
                                 reports: reports, application: application, signalMask: previousMask)
             signals?.abandonInChild(restoring: Self.handledSignals)
+            ServerLogs.redirectToOwnFile(configuration)
             _exit(worker.run())
         case .parent(let child):
             molded.append(child)

@@ -45,7 +45,13 @@ public final class Transport: @unchecked Sendable {
     private var connection: AgentConnection
     private let closed: UnsafeMutablePointer<UInt64>
 
-    nonisolated(unsafe) private static var lastID: UInt64 = 0
+    /// Transport ids, unique in the process. A heap cell: atomics need a
+    /// stable address, which `&` on a static variable does not promise.
+    nonisolated(unsafe) private static let lastID: UnsafeMutablePointer<UInt64> = {
+        let cell = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+        cell.initialize(to: 0)
+        return cell
+    }()
     private let holder: UnsafeMutablePointer<UInt64>
 
     /// The owner's own reset in a forked child (after the connection is
@@ -67,8 +73,7 @@ public final class Transport: @unchecked Sendable {
         closed.initialize(to: 0)
         holder = .allocate(capacity: 1)
         holder.initialize(to: 0)
-        let counter = withUnsafeMutablePointer(to: &Transport.lastID) { UnsafeMutableRawPointer($0) }
-        id = fks_fetch_add_u64(counter, 1) + 1
+        id = fks_fetch_add_u64(Transport.lastID, 1) + 1
         // The inherited socket is shared with the parent's: the child must
         // never write to it. Closing the child's copy leaves the parent's.
         participant.resetInChild = { [unowned self] in

@@ -45,7 +45,7 @@ let package = Package(
         // so no test forks the XCTest process itself.
         .executableTarget(name: "forkscope-testhost", dependencies: ["EventRing", "ForkSafety", "TraceTransport", "Wire", "Posix", "CPosix"], path: "Sources/ForkscopeTestHost"),
         .testTarget(name: "PosixTests", dependencies: ["Posix", "CPosix"]),
-        .target(name: "TestSupport", dependencies: ["EventRing", "Posix"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["EventRing", "Wire", "Posix"], path: "Tests/TestSupport"),
         .testTarget(name: "EventRingTests", dependencies: ["EventRing", "Posix", "CPosix", "TestSupport"]),
         .testTarget(name: "ForkscopeCLITests", dependencies: ["EventRing", "Posix", "TestSupport"]),
         .testTarget(name: "TerminalSmokeTests", dependencies: ["CCurses"]),

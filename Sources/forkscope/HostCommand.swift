@@ -15,6 +15,59 @@ struct Host: ParsableCommand {
     )
 }
 
+/// The options every `forkscope host SERVER` takes. `Help` words the few
+/// whose meaning is the server's own (its preload, its at-fork mechanism).
+struct HostOptions<Help: HostOptionsHelp>: ParsableArguments {
+    @Flag(help: ArgumentHelp(Help.preload))
+    var preload = false
+
+    @Option(help: "Worker processes.")
+    var workers = 2
+
+    @Option(help: ArgumentHelp(Help.listen))
+    var listen = "127.0.0.1:0"
+
+    @Flag(name: .customLong("no-fork-hooks"), help: ArgumentHelp(Help.noForkHooks))
+    var noForkHooks = false
+
+    @Flag(name: .customLong("no-fork-detection"), help: "Also turn off fork-counter detection: with --no-fork-hooks, workers keep a flush thread that does not exist and their spans pile up unsent.")
+    var noForkDetection = false
+
+    @Option(help: "The trace agent to send to; when omitted, `forkscope agent` is started on a free port.")
+    var agentURL: String?
+
+    @Option(help: "What a fork does with a send in flight: drain, cancel or drain:T.")
+    var policy = "drain"
+
+    @Option(help: "Exporter flush interval in milliseconds.")
+    var flushIntervalMs: UInt64 = 1_000
+
+    @Option(help: ArgumentHelp(Help.gracefulTimeout))
+    var gracefulTimeout = 10
+
+    @Option(help: "Publish into this existing ring instead of a new session's (logs go beside it).")
+    var ring: String?
+
+    @Option(help: "Create the new session under this directory instead of the default root.")
+    var sessionRoot: String?
+
+    func validate() throws {
+        guard (1...64).contains(workers) else { throw ValidationError("--workers must be 1...64") }
+        guard noForkHooks || !noForkDetection else {
+            throw ValidationError("--no-fork-detection only matters with --no-fork-hooks (with hooks, every fork runs the stages)")
+        }
+        guard gracefulTimeout >= 0 else { throw ValidationError("--graceful-timeout must be ≥ 0") }
+    }
+}
+
+/// The help of the `HostOptions` whose meaning depends on the server.
+protocol HostOptionsHelp {
+    static var preload: String { get }
+    static var listen: String { get }
+    static var noForkHooks: String { get }
+    static var gracefulTimeout: String { get }
+}
+
 /// `forkscope host gunicorn`: the example WSGI app (examples/gunicorn)
 /// under Debian's gunicorn, with the Python binding publishing the fork
 /// stages and gunicorn's own hooks.
@@ -30,121 +83,133 @@ struct HostGunicorn: ParsableCommand {
             """
     )
 
-    @Flag(help: "Load the app in the master before forking the workers (gunicorn --preload): the exporter and its flush thread exist before fork().")
-    var preload = false
-
-    @Option(help: "Worker processes.")
-    var workers = 2
-
-    @Option(help: "Where gunicorn listens: HOST:PORT (port 0 picks a free one; the address is printed).")
-    var listen = "127.0.0.1:0"
-
-    @Flag(name: .customLong("no-fork-hooks"), help: "Do not register the binding's at-fork stages (os.register_at_fork): the failure of the Sqreen post, then fork-counter recovery.")
-    var noForkHooks = false
-
-    @Flag(name: .customLong("no-fork-detection"), help: "Also turn off fork-counter detection: with --no-fork-hooks, workers keep a flush thread that does not exist and their spans pile up unsent.")
-    var noForkDetection = false
-
-    @Option(help: "The trace agent to send to; when omitted, `forkscope agent` is started on a free port.")
-    var agentURL: String?
-
-    @Option(help: "What a fork does with a send in flight: drain, cancel or drain:T.")
-    var policy = "drain"
-
-    @Option(help: "Exporter flush interval in milliseconds.")
-    var flushIntervalMs: UInt64 = 1_000
-
-    @Option(help: "Seconds gunicorn gives workers to finish on stop (gunicorn --graceful-timeout).")
-    var gracefulTimeout = 10
-
-    @Option(help: "Publish into this existing ring instead of a new session's (logs go beside it).")
-    var ring: String?
-
-    @Option(help: "Create the new session under this directory instead of the default root.")
-    var sessionRoot: String?
+    @OptionGroup var options: HostOptions<GunicornOptionsHelp>
 
     @Option(help: "The gunicorn executable (Debian's runs /usr/bin/python3).")
     var gunicorn = "/usr/bin/gunicorn"
 
-    func validate() throws {
-        guard (1...64).contains(workers) else { throw ValidationError("--workers must be 1...64") }
-        guard noForkHooks || !noForkDetection else {
-            throw ValidationError("--no-fork-detection only matters with --no-fork-hooks (with hooks, every fork runs the stages)")
-        }
-        guard gracefulTimeout >= 0 else { throw ValidationError("--graceful-timeout must be ≥ 0") }
-    }
-
     func run() throws {
+        let files = try ExampleFiles.locate()
+        let run = HostedServerRun(server: "gunicorn", executable: gunicorn, installHint: "apt-get install gunicorn",
+                                  forkscope: files.executable, options: options, stopSignal: SIGTERM, modeNote: nil)
+        try run.run { session in
+            let addressFile = session.path + "/gunicorn.address"
+            _ = try? FileSystem.remove(addressFile)
+            var arguments = ["--config", files.example + "/gunicorn.conf.py", "--chdir", files.example,
+                             "--workers", String(options.workers), "--bind", options.listen, "--graceful-timeout", String(options.gracefulTimeout)]
+            if options.preload { arguments.append("--preload") }
+            arguments.append("app:application")
+            return ServerLaunch(
+                environment: [
+                    "FORKSCOPE_LIB": files.library,
+                    "FORKSCOPE_ADDRESS_FILE": addressFile,
+                    "PYTHONPATH": ([files.bindings, files.example] + (Environment.current["PYTHONPATH"].map { [$0] } ?? [])).joined(separator: ":"),
+                    "PYTHONUNBUFFERED": "1",
+                    "PYTHONDONTWRITEBYTECODE": "1",  // no __pycache__ left in the checkout
+                ],
+                arguments: arguments,
+                ready: { processes, log in try processes.waitForAddressFile(addressFile, log: log, within: 30) }
+            )
+        }
+    }
+}
+
+enum GunicornOptionsHelp: HostOptionsHelp {
+    static let preload = "Load the app in the master before forking the workers (gunicorn --preload): the exporter and its flush thread exist before fork()."
+    static let listen = "Where gunicorn listens: HOST:PORT (port 0 picks a free one; the address is printed)."
+    static let noForkHooks = "Do not register the binding's at-fork stages (os.register_at_fork): the failure of the Sqreen post, then fork-counter recovery."
+    static let gracefulTimeout = "Seconds gunicorn gives workers to finish on stop (gunicorn --graceful-timeout)."
+}
+
+/// How one server is started: what `HostedServerRun` adds to the
+/// environment and passes after the executable, and how it learns the
+/// server is ready (and its address).
+struct ServerLaunch {
+    var environment: [String: String]
+    var arguments: [String]
+    var ready: (inout HostedProcesses, _ log: String) throws -> String
+}
+
+/// One run of `forkscope host SERVER`: session and ring, agent, the server
+/// spawned with the binding's environment, the printed summary, the
+/// graceful stop. This process only spawns (posix_spawn) and watches.
+struct HostedServerRun<Help: HostOptionsHelp> {
+    let server: String
+    let executable: String
+    /// The Debian packages' install command, for the message when the executable is missing.
+    let installHint: String
+    /// This forkscope, which runs `forkscope agent` when no agent is given.
+    let forkscope: String
+    let options: HostOptions<Help>
+    let stopSignal: CInt
+    let modeNote: String?
+
+    func run(_ launch: (SessionDirectory) throws -> ServerLaunch) throws {
         try ProcessControl.becomeChildSubreaper()
-        // Taken with sigtimedwait in the loop below, never by a handler;
+        // Taken with sigtimedwait in runUntilStopped, never by a handler;
         // spawned children start with an empty mask (Spawn resets it).
         try Signals.block([SIGINT, SIGTERM, SIGCHLD])
 
-        let files = try ExampleFiles.locate()
-        guard FileSystem.exists(gunicorn) else {
-            throw ValidationError("\(gunicorn) not found: install Debian's gunicorn (apt-get install gunicorn)")
+        guard FileSystem.exists(executable) else {
+            throw ValidationError("\(executable) not found: install Debian's \(server) (\(installHint))")
         }
         let session: SessionDirectory
         let ringPath: String
-        if let ring {
+        if let ring = options.ring {
             ringPath = ring
             session = SessionDirectory(path: ExampleFiles.parent(ring).isEmpty ? "." : ExampleFiles.parent(ring))
         } else {
-            session = try sessionRoot.map { try SessionDirectory.create(root: $0) } ?? SessionDirectory.create()
+            session = try options.sessionRoot.map { try SessionDirectory.create(root: $0) } ?? SessionDirectory.create()
             ringPath = session.ringPath
             _ = try Ring.create(at: ringPath)
         }
         let writer = try Ring.open(at: ringPath).writer
-        writer.publish(.processStart, UInt64(UInt32(bitPattern: getppid())), ProcessRole.host.rawValue, writer.intern("forkscope host gunicorn"))
+        writer.publish(.processStart, UInt64(UInt32(bitPattern: getppid())), ProcessRole.host.rawValue, writer.intern("forkscope host \(server)"))
 
         var processes = HostedProcesses()
+        processes.stopSignal = stopSignal
+        processes.serverName = server
         defer { processes.endAll() }
 
         let agentURL: String
-        if let given = self.agentURL {
+        if let given = options.agentURL {
             agentURL = given
         } else {
-            let agent = try Self.startAgent(executable: files.executable, ring: ringPath, log: session.logPath("agent"))
+            let agent = try HostedServerRun.startAgent(executable: forkscope, ring: ringPath, log: session.logPath("agent"))
             processes.agent = agent.pid
             agentURL = "http://\(agent.address)"
         }
 
-        let addressFile = session.path + "/gunicorn.address"
-        _ = try? FileSystem.remove(addressFile)
+        let started = try launch(session)
         var environment = Environment.current
         environment["FORKSCOPE_RING"] = ringPath
         environment["FORKSCOPE_AGENT_URL"] = agentURL
-        environment["FORKSCOPE_LIB"] = files.library
-        environment["FORKSCOPE_POLICY"] = policy
-        environment["FORKSCOPE_FLUSH_INTERVAL_MS"] = String(flushIntervalMs)
-        environment["FORKSCOPE_FORK_HOOKS"] = noForkHooks ? "0" : "1"
-        environment["FORKSCOPE_DETECT_FORKS"] = noForkDetection ? "0" : "1"
-        environment["FORKSCOPE_ADDRESS_FILE"] = addressFile
-        environment["PYTHONPATH"] = ([files.bindings, files.example] + (environment["PYTHONPATH"].map { [$0] } ?? [])).joined(separator: ":")
-        environment["PYTHONUNBUFFERED"] = "1"
-        environment["PYTHONDONTWRITEBYTECODE"] = "1"  // no __pycache__ left in the checkout
-        var arguments = [gunicorn, "--config", files.example + "/gunicorn.conf.py", "--chdir", files.example,
-                         "--workers", String(workers), "--bind", listen, "--graceful-timeout", String(gracefulTimeout)]
-        if preload { arguments.append("--preload") }
-        arguments.append("app:application")
-        let gunicornLog = session.logPath("gunicorn")
+        environment["FORKSCOPE_POLICY"] = options.policy
+        environment["FORKSCOPE_FLUSH_INTERVAL_MS"] = String(options.flushIntervalMs)
+        environment["FORKSCOPE_FORK_HOOKS"] = options.noForkHooks ? "0" : "1"
+        environment["FORKSCOPE_DETECT_FORKS"] = options.noForkDetection ? "0" : "1"
+        for (key, value) in started.environment { environment[key] = value }
+        let log = session.logPath(server)
         processes.server = try Spawn.run(
-            gunicorn, arguments: arguments, environment: environment.map { "\($0.key)=\($0.value)" }.sorted(),
-            fileActions: [.nullDevice(as: .standardInput), .appendingLog(gunicornLog, as: .standardOutput),
+            executable, arguments: [executable] + started.arguments,
+            environment: environment.map { "\($0.key)=\($0.value)" }.sorted(),
+            fileActions: [.nullDevice(as: .standardInput), .appendingLog(log, as: .standardOutput),
                           .duplicate(.standardOutput, as: .standardError)],
             // Its own group: a Ctrl-C on this terminal reaches this process
-            // only, which then stops gunicorn gracefully.
+            // only, which then stops the server gracefully.
             newProcessGroup: true
         )
 
-        let address = try processes.waitForAddressFile(addressFile, log: gunicornLog, within: 30)
-        let mode = [preload ? "preload" : "no preload", noForkHooks ? "fork hooks off" : "fork hooks on",
-                    noForkHooks ? (noForkDetection ? "fork detection off" : "fork detection on") : nil].compactMap { $0 }
+        let address = try started.ready(&processes, log)
+        let mode = [options.preload ? "preload" : "no preload", options.noForkHooks ? "fork hooks off" : "fork hooks on",
+                    options.noForkHooks ? (options.noForkDetection ? "fork detection off" : "fork detection on") : nil,
+                    modeNote].compactMap { $0 }
+        let label = server.count >= 9 ? server : server + String(repeating: " ", count: 9 - server.count)
         try say("""
             session   \(session.path)
             ring      \(ringPath)
             agent     \(agentURL)\(processes.agent.map { " (started, pid \($0), log \(session.logPath("agent")))" } ?? " (given)")
-            gunicorn  http://\(address) (master pid \(processes.server ?? 0), \(workers) workers, \(mode.joined(separator: ", ")), log \(gunicornLog))
+            \(label) http://\(address) (master pid \(processes.server ?? 0), \(options.workers) workers, \(mode.joined(separator: ", ")), log \(log))
             watch     forkscope attach \(ringPath)   (or: forkscope dump --follow \(ringPath))
             stop      Ctrl-C, or kill -TERM \(getpid())
 
@@ -158,7 +223,7 @@ struct HostGunicorn: ParsableCommand {
         }
         processes.endAll()
         writer.publish(.processExit, 0, 0)
-        try say("stopped   gunicorn \(status.map { "\($0)" } ?? "was killed")\n")
+        try say("stopped   \(server) \(status.map { "\($0)" } ?? "was killed")\n")
         if case .exited(let code)? = status, code != 0 { throw ExitCode(code) }
     }
 

@@ -5,49 +5,14 @@ import Posix
 
 /// The options `forkscope host puma` and `forkscope host unicorn` share.
 struct RubyHostOptions: ParsableArguments {
-    @Flag(help: "Load the app in the master before forking the workers (Puma preload_app!, Unicorn preload_app true): the exporter and its flush thread exist before fork().")
-    var preload = false
-
-    @Option(help: "Worker processes.")
-    var workers = 2
-
-    @Option(help: "Where the server listens: HOST:PORT (port 0 picks a free one; the address is printed).")
-    var listen = "127.0.0.1:0"
-
-    @Flag(name: .customLong("no-fork-hooks"), help: "Do not install the binding's at_fork patch (Process._fork): the failure of the Sqreen post, then fork-counter recovery.")
-    var noForkHooks = false
-
-    @Flag(name: .customLong("no-fork-detection"), help: "Also turn off fork-counter detection: with --no-fork-hooks, workers keep a flush thread that does not exist and their spans pile up unsent.")
-    var noForkDetection = false
-
-    @Option(help: "The trace agent to send to; when omitted, `forkscope agent` is started on a free port.")
-    var agentURL: String?
-
-    @Option(help: "What a fork does with a send in flight: drain, cancel or drain:T.")
-    var policy = "drain"
-
-    @Option(help: "Exporter flush interval in milliseconds.")
-    var flushIntervalMs: UInt64 = 1_000
-
-    @Option(help: "Seconds a worker gets to finish and flush on stop.")
-    var gracefulTimeout = 10
-
-    @Option(help: "Publish into this existing ring instead of a new session's (logs go beside it).")
-    var ring: String?
-
-    @Option(help: "Create the new session under this directory instead of the default root.")
-    var sessionRoot: String?
+    @OptionGroup var host: HostOptions<RubyOptionsHelp>
 
     @Option(help: "The directory holding the built extension forkscope_native.so (default: $FORKSCOPE_RUBY_EXT, else .build-ruby in the checkout).")
     var rubyExt: String?
 
     func validate() throws {
-        guard (1...64).contains(workers) else { throw ValidationError("--workers must be 1...64") }
-        guard noForkHooks || !noForkDetection else {
-            throw ValidationError("--no-fork-detection only matters with --no-fork-hooks (with hooks, every fork runs the stages)")
-        }
-        guard gracefulTimeout >= 0 else { throw ValidationError("--graceful-timeout must be ≥ 0") }
-        guard (try? IPv4Address(parsing: listen)) != nil else { throw ValidationError("--listen \(listen) is not HOST:PORT (IPv4)") }
+        // Unicorn cannot report the port it got: `concreteAddress` picks it.
+        guard (try? IPv4Address(parsing: host.listen)) != nil else { throw ValidationError("--listen \(host.listen) is not HOST:PORT (IPv4)") }
     }
 }
 
@@ -86,6 +51,13 @@ struct HostPuma: ParsableCommand {
     }
 }
 
+enum RubyOptionsHelp: HostOptionsHelp {
+    static let preload = "Load the app in the master before forking the workers (Puma preload_app!, Unicorn preload_app true): the exporter and its flush thread exist before fork()."
+    static let listen = "Where the server listens: HOST:PORT (port 0 picks a free one; the address is printed)."
+    static let noForkHooks = "Do not install the binding's at_fork patch (Process._fork): the failure of the Sqreen post, then fork-counter recovery."
+    static let gracefulTimeout = "Seconds a worker gets to finish and flush on stop."
+}
+
 /// `forkscope host unicorn`: examples/unicorn under Debian's Unicorn.
 struct HostUnicorn: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -111,9 +83,8 @@ struct HostUnicorn: ParsableCommand {
     }
 }
 
-/// One run of a Ruby server that embeds the binding: session, agent,
-/// server, the printed summary, the graceful stop. Like `host gunicorn`,
-/// this process only spawns (posix_spawn) and watches.
+/// One run of a Ruby server that embeds the binding: `HostedServerRun`
+/// with the Ruby example's files and environment.
 struct RubyHost {
     let server: String
     let executable: String
@@ -124,92 +95,27 @@ struct RubyHost {
     let modeNote: String?
 
     func run() throws {
-        try ProcessControl.becomeChildSubreaper()
-        try Signals.block([SIGINT, SIGTERM, SIGCHLD])
-
         let files = try RubyExampleFiles.locate(server: server, extensionDirectory: options.rubyExt)
-        guard FileSystem.exists(executable) else {
-            throw ValidationError("\(executable) not found: install Debian's \(server) (apt-get install ruby ruby-dev \(server))")
+        let host = options.host
+        let run = HostedServerRun(server: server, executable: executable, installHint: "apt-get install ruby ruby-dev \(server)",
+                                  forkscope: files.executable, options: host, stopSignal: stopSignal, modeNote: modeNote)
+        try run.run { _ in
+            let address = try Self.concreteAddress(host.listen)
+            var environment = [
+                "FORKSCOPE_WORKERS": String(host.workers),
+                "FORKSCOPE_PRELOAD": host.preload ? "1" : "0",
+                "FORKSCOPE_LISTEN": address,
+                "FORKSCOPE_GRACEFUL_TIMEOUT": String(host.gracefulTimeout),
+                "FORKSCOPE_SERVER": server,
+                "RUBYLIB": ([files.library, files.extensionDirectory] + (Environment.current["RUBYLIB"].map { [$0] } ?? [])).joined(separator: ":"),
+            ]
+            for (key, value) in extraEnvironment { environment[key] = value }
+            return ServerLaunch(environment: environment, arguments: arguments(files.example),
+                                ready: { processes, log in
+                                    try processes.waitForListener(address, log: log, within: 30)
+                                    return address
+                                })
         }
-        let session: SessionDirectory
-        let ringPath: String
-        if let ring = options.ring {
-            ringPath = ring
-            session = SessionDirectory(path: ExampleFiles.parent(ring).isEmpty ? "." : ExampleFiles.parent(ring))
-        } else {
-            session = try options.sessionRoot.map { try SessionDirectory.create(root: $0) } ?? SessionDirectory.create()
-            ringPath = session.ringPath
-            _ = try Ring.create(at: ringPath)
-        }
-        let writer = try Ring.open(at: ringPath).writer
-        writer.publish(.processStart, UInt64(UInt32(bitPattern: getppid())), ProcessRole.host.rawValue, writer.intern("forkscope host \(server)"))
-
-        var processes = HostedProcesses()
-        processes.stopSignal = stopSignal
-        processes.serverName = server
-        defer { processes.endAll() }
-
-        let agentURL: String
-        if let given = options.agentURL {
-            agentURL = given
-        } else {
-            let agent = try HostGunicorn.startAgent(executable: files.executable, ring: ringPath, log: session.logPath("agent"))
-            processes.agent = agent.pid
-            agentURL = "http://\(agent.address)"
-        }
-
-        let address = try Self.concreteAddress(options.listen)
-        var environment = Environment.current
-        environment["FORKSCOPE_RING"] = ringPath
-        environment["FORKSCOPE_AGENT_URL"] = agentURL
-        environment["FORKSCOPE_POLICY"] = options.policy
-        environment["FORKSCOPE_FLUSH_INTERVAL_MS"] = String(options.flushIntervalMs)
-        environment["FORKSCOPE_FORK_HOOKS"] = options.noForkHooks ? "0" : "1"
-        environment["FORKSCOPE_DETECT_FORKS"] = options.noForkDetection ? "0" : "1"
-        environment["FORKSCOPE_WORKERS"] = String(options.workers)
-        environment["FORKSCOPE_PRELOAD"] = options.preload ? "1" : "0"
-        environment["FORKSCOPE_LISTEN"] = address
-        environment["FORKSCOPE_GRACEFUL_TIMEOUT"] = String(options.gracefulTimeout)
-        environment["FORKSCOPE_SERVER"] = server
-        environment["RUBYLIB"] = ([files.library, files.extensionDirectory] + (environment["RUBYLIB"].map { [$0] } ?? [])).joined(separator: ":")
-        for (key, value) in extraEnvironment { environment[key] = value }
-        let log = session.logPath(server)
-        processes.server = try Spawn.run(
-            executable, arguments: [executable] + arguments(files.example),
-            environment: environment.map { "\($0.key)=\($0.value)" }.sorted(),
-            fileActions: [.nullDevice(as: .standardInput), .appendingLog(log, as: .standardOutput),
-                          .duplicate(.standardOutput, as: .standardError)],
-            newProcessGroup: true
-        )
-        try processes.waitForListener(address, log: log, within: 30)
-        let mode = [options.preload ? "preload" : "no preload", options.noForkHooks ? "fork hooks off" : "fork hooks on",
-                    options.noForkHooks ? (options.noForkDetection ? "fork detection off" : "fork detection on") : nil,
-                    modeNote].compactMap { $0 }
-        let label = server.padding(toLength: 9)
-        try say("""
-            session   \(session.path)
-            ring      \(ringPath)
-            agent     \(agentURL)\(processes.agent.map { " (started, pid \($0), log \(session.logPath("agent")))" } ?? " (given)")
-            \(label) http://\(address) (master pid \(processes.server ?? 0), \(options.workers) workers, \(mode.joined(separator: ", ")), log \(log))
-            watch     forkscope attach \(ringPath)   (or: forkscope dump --follow \(ringPath))
-            stop      Ctrl-C, or kill -TERM \(getpid())
-
-            """)
-
-        let status = processes.runUntilStopped()
-        if let agent = processes.agent, let stats = AgentStats.fetch(agentURL) {
-            try say("agent     counted \(stats)\n")
-            processes.stop(agent, signal: SIGTERM, within: 3)
-            processes.agent = nil
-        }
-        processes.endAll()
-        writer.publish(.processExit, 0, 0)
-        try say("stopped   \(server) \(status.map { "\($0)" } ?? "was killed")\n")
-        if case .exited(let code)? = status, code != 0 { throw ExitCode(code) }
-    }
-
-    private func say(_ text: String) throws {
-        try FileDescriptor.standardOutput.writeAll(text)
     }
 
     /// HOST:PORT with port 0 replaced by a port free right now (Unicorn
@@ -256,11 +162,5 @@ struct RubyExampleFiles {
             }
         }
         throw ValidationError("examples/\(server) and bindings/ruby not found above \(starts[0]) or the working directory: run from the forkscope checkout")
-    }
-}
-
-extension String {
-    fileprivate func padding(toLength length: Int) -> String {
-        count >= length ? self : self + String(repeating: " ", count: length - count)
     }
 }

@@ -43,7 +43,7 @@ final class GunicornHostTests: XCTestCase {
         assertGunicornOrder(ring, master: host.master, workers: 2, preload: preload, file: file, line: line)
         XCTAssertTrue(ring.kind(.forkDetectedWithoutHooks).isEmpty, "with hooks, no fork goes unseen", file: file, line: line)
         for age in UInt64(1)...2 {
-            guard let worker = ring.pid(ofHook: "post_fork", index: age) else { continue }
+            guard let worker = ring.pids(ofHook: "post_fork", index: age).first else { continue }
             XCTAssertFalse(ring.kind(.transportClose, pid: worker).isEmpty, "worker \(age) closed its exporter at exit:\n\(ring.describe(worker))", file: file, line: line)
         }
     }
@@ -64,13 +64,13 @@ final class GunicornHostTests: XCTestCase {
         while respawned == nil, !deadline.hasPassed {
             let ring = try RingLog(path: host.ringPath)
             if ring.serverHooks().contains(where: { $0.hook == "post_worker_init" && $0.index == 3 }) {
-                respawned = ring.pid(ofHook: "post_worker_init", index: 3)
+                respawned = ring.pids(ofHook: "post_worker_init", index: 3).first
             } else {
                 var none: [pollfd] = []
                 _ = try poll(&none, timeoutMilliseconds: 50)
             }
         }
-        let fresh = try XCTUnwrap(respawned, "no worker 3 within 15 s:\n\(host.gunicornLog)")
+        let fresh = try XCTUnwrap(respawned, "no worker 3 within 15 s:\n\(host.log)")
         let second = try host.load(150)
         XCTAssertEqual(second.ok, 150)
         try host.stop()
@@ -106,19 +106,13 @@ final class GunicornHostTests: XCTestCase {
     func testPreloadWithoutForkHooksOrDetectionLeavesWorkerSpansUnsentBehindAMissingFlushThread() throws {
         let agent = try MockAgent.start()
         let host = try GunicornHost(preload: true, agent: agent, arguments: ["--no-fork-hooks", "--no-fork-detection"])
-        let workers = try waitForBootedWorkers(host, count: 2)
-        XCTAssertTrue(threadNames(of: host.master).contains("fks-flush0"), "the master runs the exporter it preloaded")
+        let workers = try host.bootedWorkers(2, within: 20)
+        XCTAssertTrue(Threads.names(of: host.master).contains("fks-flush0"), "the master runs the exporter it preloaded")
         for worker in workers {
-            XCTAssertFalse(threadNames(of: worker).contains("fks-flush0"), "worker \(worker) threads: \(threadNames(of: worker))")
+            XCTAssertFalse(Threads.names(of: worker).contains("fks-flush0"), "worker \(worker) threads: \(Threads.names(of: worker))")
         }
 
-        let load = try host.load(300)
-        XCTAssertEqual(load.ok, 300)
-        var none: [pollfd] = []
-        _ = try poll(&none, timeoutMilliseconds: 1_000)  // five flush intervals
-        let state = try HTTPClient.getJSON(host.address, "/_forkscope/state")
-        let counters = try XCTUnwrap(state["counters"])
-        let accepted = counters["accepted"]?.numberValue ?? -1
+        let (load, state, counters, accepted) = try host.serveThenReadState(300)
         XCTAssertGreaterThan(accepted, 0)
         XCTAssertEqual(counters["sent"]?.numberValue, 0, "\(state.jsonText)")
         XCTAssertEqual(counters["buffered"]?.numberValue, accepted, "piled up: \(state.jsonText)")
@@ -151,9 +145,9 @@ final class GunicornHostTests: XCTestCase {
     func testPreloadWithoutForkHooksForkCounterDetectionRecoversAndDeliversEverySpan() throws {
         let agent = try MockAgent.start()
         let host = try GunicornHost(preload: true, agent: agent, arguments: ["--no-fork-hooks"])
-        let workers = try waitForBootedWorkers(host, count: 2)
+        let workers = try host.bootedWorkers(2, within: 20)
         for worker in workers {
-            XCTAssertFalse(threadNames(of: worker).contains("fks-flush0"), "before its first span, worker \(worker) has no flush thread")
+            XCTAssertFalse(Threads.names(of: worker).contains("fks-flush0"), "before its first span, worker \(worker) has no flush thread")
         }
         let load = try host.load(300)
         XCTAssertEqual(load.ok, 300)
@@ -182,19 +176,6 @@ final class GunicornHostTests: XCTestCase {
     }
 
     // MARK: helpers
-
-    /// Waits until `count` workers ran post_worker_init; returns their pids.
-    private func waitForBootedWorkers(_ host: GunicornHost, count: Int) throws -> [pid_t] {
-        let deadline = Deadline(seconds: 20)
-        while !deadline.hasPassed {
-            let booted = try RingLog(path: host.ringPath).serverHooks().filter { $0.hook == "post_worker_init" }.map(\.event.pid)
-            if booted.count >= count { return booted }
-            var none: [pollfd] = []
-            _ = try poll(&none, timeoutMilliseconds: 50)
-        }
-        XCTFail("workers did not boot within 20 s:\n\(host.gunicornLog)")
-        throw SystemError("boot", .timedOut)
-    }
 
     /// gunicorn's own order in the master, and each worker's fork.
     private func assertGunicornOrder(_ ring: RingLog, master: pid_t, workers: Int, preload: Bool,
@@ -225,7 +206,7 @@ final class GunicornHostTests: XCTestCase {
     /// init_process (no preload).
     private func assertWorkerFork(_ ring: RingLog, master: pid_t, age: UInt64, preload: Bool,
                                   file: StaticString = #filePath, line: UInt = #line) {
-        guard let worker = ring.pid(ofHook: "post_fork", index: age) else {
+        guard let worker = ring.pids(ofHook: "post_fork", index: age).first else {
             return XCTFail("no post_fork for worker \(age)", file: file, line: line)
         }
         let masterEvents = ring.of(master)

@@ -12,21 +12,7 @@ import XCTest
 /// the binding's fork stages run inside fork() (Process._fork).
 final class PumaHostTests: XCTestCase {
     func testPreloadTwoWorkersDeliverEvery300SpansOnceWithForkStagesInPumaHookOrder() throws {
-        let agent = try Agent()
-        let host = try RubyServerHost("puma", preload: true, agent: agent)
-        let workers = try host.bootedWorkers(2)
-        let load = try host.load(300)
-        XCTAssertEqual(load.ok, 300)
-        XCTAssertEqual(Set(load.perPid.keys), Set(workers), "both workers served: \(load.perPid)")
-        try host.stop()
-
-        let stats = try agent.stats()
-        XCTAssertEqual(stats.unique, 300)
-        XCTAssertEqual(stats.spans, 300)
-        XCTAssertEqual(stats.duplicates, 0)
-        for (pid, served) in load.perPid { XCTAssertEqual(stats.perProcess[pid], served, "worker \(pid)") }
-
-        let ring = try host.ring
+        let (host, ring) = try RubyServerRun.preloaded("puma")
         let master = ring.story(host.master)
         let expected = ["config.ru[0]", "transport.open", "before_fork[0]",
                         "on_worker_fork[0]", "fork.before.start", "fork.before.end", "fork.parent", "after_worker_fork[0]",
@@ -50,62 +36,24 @@ final class PumaHostTests: XCTestCase {
     /// the library's stages (the cheap :before), and each worker loads
     /// config.ru, and its own exporter, after on_worker_boot.
     func testWithoutPreloadEachWorkerOpensItsOwnExporterAfterBootAndDeliversEverySpanOnce() throws {
-        let agent = try Agent()
-        let host = try RubyServerHost("puma", preload: false, agent: agent)
-        let workers = try host.bootedWorkers(2)
-        let load = try host.load(300)
-        XCTAssertEqual(load.ok, 300)
-        try host.stop()
-
-        let stats = try agent.stats()
-        XCTAssertEqual(stats.unique, 300)
-        XCTAssertEqual(stats.duplicates, 0)
-        for (pid, served) in load.perPid { XCTAssertEqual(stats.perProcess[pid], served, "worker \(pid)") }
+        let run = try RubyServerRun("puma", preload: false)
+        _ = try run.serveAndStop()
+        let host = run.host
         let ring = try host.ring
         XCTAssertEqual(ring.story(host.master), ["before_fork[0]", "on_worker_fork[0]", "after_worker_fork[0]", "on_worker_fork[1]", "after_worker_fork[1]"],
                        ring.describe(host.master))
-        for worker in workers {
+        for worker in run.workers {
             let story = ring.story(worker)
-            let index = ring.hooks(pid: worker).first?.index ?? 99
+            let index = ring.serverHooks(pid: worker).first?.index ?? 99
             XCTAssertEqual(story, ["on_worker_boot[\(index)]", "config.ru[0]", "transport.open", "on_worker_shutdown[\(index)]", "transport.close"],
                            ring.describe(worker))
         }
     }
 
     func testWorkerKilledMidRunIsRespawnedWithAFreshRuntimeAndSurvivorsLoseNoSpan() throws {
-        let agent = try Agent()
-        let host = try RubyServerHost("puma", preload: true, agent: agent)
-        _ = try host.bootedWorkers(2)
-        let victim = try XCTUnwrap(try host.ring.pids(ofHook: "on_worker_boot", index: 0).first)
-        let killedAt = try XCTUnwrap(try host.ring.events.last?.time)
-        // Mid-run: the load is running when the worker dies; its requests
-        // in flight fail, the rest go to the survivor and the replacement.
-        let running = try host.startLoad(2_000)
-        // Once the victim has served and sent some (its first send.start),
-        // while the load still runs.
-        XCTAssertNotNil(try eventually(within: 10) { () throws -> Bool? in try host.ring.kind(.sendStart, pid: victim).isEmpty ? nil : true })
-        XCTAssertTrue(isRunning(running.pid), "the kill lands while the load runs")
-        try ProcessControl.send(SIGKILL, to: victim)
-        let first = try host.finish(running)
-        XCTAssertGreaterThan(first.ok, 0)
-        XCTAssertEqual(first.ok + first.failed, 2_000)
-
-        let fresh = try XCTUnwrap(try eventually(within: 20) { () throws -> pid_t? in
-            try host.ring.pids(ofHook: "on_worker_boot", index: 0).first { $0 != victim }
-        }, "the server did not respawn worker 0 within 20 s:\n\(host.log)")
-        let second = try host.load(150)
-        XCTAssertEqual(second.ok, 150)
-        try host.stop()
-
-        let total = first + second
-        let stats = try agent.stats()
-        XCTAssertEqual(stats.duplicates, 0)
-        for (pid, served) in total.perPid where pid != victim {
-            XCTAssertEqual(stats.perProcess[pid], served, "surviving or respawned worker \(pid) lost spans")
-        }
-        XCTAssertLessThanOrEqual(stats.perProcess[victim] ?? 0, total.perPid[victim] ?? 0)
-        print("puma kill mid-run: \(first.failed) request(s) failed with the victim; victim \(victim) served \(total.perPid[victim] ?? 0), agent has \(stats.perProcess[victim] ?? 0) of them; others \(total.perPid.filter { $0.key != victim })")
-
+        let run = try RubyServerRun("puma", preload: true)
+        let (_, fresh, killedAt) = try run.killWorkerZeroMidRun()
+        let host = run.host
         let ring = try host.ring
         // The master forks the replacement through the same stages.
         XCTAssertTrue(ring.kind(.forkParent, pid: host.master).contains { $0.a0 == UInt64(fresh) && $0.time > killedAt },
@@ -122,9 +70,8 @@ final class PumaHostTests: XCTestCase {
     /// count): on_refork → on_worker_fork(1) → the fork stages → fork.parent
     /// all in worker 0, and the new worker's fork.child names worker 0.
     func testForkWorkerReforkForksWorkerOneFromWorkerZero() throws {
-        let agent = try Agent()
-        let host = try RubyServerHost("puma", preload: false, agent: agent, arguments: ["--fork-worker", "0"])
-        _ = try host.bootedWorkers(2)
+        let run = try RubyServerRun("puma", preload: false, arguments: ["--fork-worker", "0"])
+        let (agent, host) = (run.agent, run.host)
         var ring = try host.ring
         let zero = try XCTUnwrap(ring.pids(ofHook: "on_worker_boot", index: 0).first)
         let one = try XCTUnwrap(ring.pids(ofHook: "on_worker_boot", index: 1).first)
@@ -159,20 +106,13 @@ final class PumaHostTests: XCTestCase {
     /// detection. The master's flush thread does not exist in the workers;
     /// their spans pile up unsent and die with them.
     func testPreloadWithoutForkHooksOrDetectionLeavesSpansStuckInWorkers() throws {
-        let agent = try Agent()
-        let host = try RubyServerHost("puma", preload: true, agent: agent, arguments: ["--no-fork-hooks", "--no-fork-detection"])
-        let workers = try host.bootedWorkers(2)
-        XCTAssertTrue(threadNames(of: host.master).contains("fks-flush0"), "the master runs the exporter it preloaded")
+        let run = try RubyServerRun("puma", preload: true, arguments: ["--no-fork-hooks", "--no-fork-detection"])
+        let (agent, host, workers) = (run.agent, run.host, run.workers)
+        XCTAssertTrue(Threads.names(of: host.master).contains("fks-flush0"), "the master runs the exporter it preloaded")
         for worker in workers {
-            XCTAssertFalse(threadNames(of: worker).contains("fks-flush0"), "worker \(worker) threads: \(threadNames(of: worker))")
+            XCTAssertFalse(Threads.names(of: worker).contains("fks-flush0"), "worker \(worker) threads: \(Threads.names(of: worker))")
         }
-        let load = try host.load(300)
-        XCTAssertEqual(load.ok, 300)
-        var none: [pollfd] = []
-        _ = try poll(&none, timeoutMilliseconds: 1_000)  // five flush intervals
-        let state = try HTTP.json(host.address, "/_forkscope/state")
-        let counters = try XCTUnwrap(state["counters"])
-        let accepted = counters["accepted"]?.numberValue ?? -1
+        let (load, state, counters, accepted) = try host.serveThenReadState(300)
         XCTAssertGreaterThan(accepted, 0, state.jsonText)
         XCTAssertEqual(counters["sent"]?.numberValue, 0, state.jsonText)
         XCTAssertEqual(counters["buffered"]?.numberValue, accepted, "stuck: \(state.jsonText)")
@@ -197,20 +137,12 @@ final class PumaHostTests: XCTestCase {
     /// The same, with fork detection on: each worker's first span sees the
     /// fork counter moved, rebuilds the runtime, and every span arrives.
     func testPreloadWithoutForkHooksForkDetectionRescuesEverySpan() throws {
-        let agent = try Agent()
-        let host = try RubyServerHost("puma", preload: true, agent: agent, arguments: ["--no-fork-hooks"])
-        let workers = try host.bootedWorkers(2)
-        for worker in workers {
-            XCTAssertFalse(threadNames(of: worker).contains("fks-flush0"), "before its first span, worker \(worker) has no flush thread")
+        let run = try RubyServerRun("puma", preload: true, arguments: ["--no-fork-hooks"])
+        for worker in run.workers {
+            XCTAssertFalse(Threads.names(of: worker).contains("fks-flush0"), "before its first span, worker \(worker) has no flush thread")
         }
-        let load = try host.load(300)
-        XCTAssertEqual(load.ok, 300)
-        try host.stop()
-
-        let stats = try agent.stats()
-        XCTAssertEqual(stats.unique, 300)
-        XCTAssertEqual(stats.duplicates, 0)
-        for (pid, served) in load.perPid { XCTAssertEqual(stats.perProcess[pid], served, "worker \(pid)") }
+        let (load, _) = try run.serveAndStop()
+        let host = run.host
         let ring = try host.ring
         XCTAssertTrue(ring.kind(.forkBeforeStart).isEmpty && ring.kind(.forkChild).isEmpty, "no stage ran")
         for worker in load.perPid.keys {

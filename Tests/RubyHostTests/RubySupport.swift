@@ -5,15 +5,6 @@ import TestSupport
 import Wire
 import XCTest
 
-/// Files of this repository, found from this source file's path.
-enum Repository {
-    static var root: String {
-        var path = "\(#filePath)"
-        for _ in 0..<3 { path = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)]) }
-        return path
-    }
-}
-
 /// Debian's ruby, puma and unicorn, and the extension built once per test
 /// process (mkmf against ruby-dev, linking the libforkscope-c.so built
 /// beside this test bundle) into a private directory.
@@ -75,37 +66,6 @@ func eventually<T>(within seconds: Double, _ probe: () throws -> T?) rethrows ->
     }
 }
 
-/// A one-shot HTTP/1.1 request with `Connection: close`, bounded.
-enum HTTP {
-    static func request(_ address: String, _ path: String, method: String = "GET", within seconds: Double = 5) throws -> [UInt8] {
-        let deadline = Deadline(seconds: seconds)
-        let socket = try Socket.open(.ipv4, flags: [.closeOnExec, .nonBlocking])
-        defer { try? socket.close() }
-        if try socket.connect(to: try SocketAddress.ipv4(parsing: address)) == .inProgress {
-            guard try socket.fileDescriptor.poll(for: Int16(POLLOUT), deadline: deadline) != 0 else { throw SystemError("connect", path: address, .timedOut) }
-            if let error = try socket.pendingError() { throw SystemError("connect", path: address, error) }
-        }
-        try socket.sendAll("\(method) \(path) HTTP/1.1\r\nHost: \(address)\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-        var response: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            guard try socket.fileDescriptor.poll(for: Int16(POLLIN), deadline: deadline) != 0 else { throw SystemError("recv", path: address, .timedOut) }
-            let n = try chunk.withUnsafeMutableBytes { raw in try socket.receive(into: raw) }
-            if n == 0 { break }
-            response += chunk[..<n]
-        }
-        let separator: [UInt8] = [13, 10, 13, 10]
-        guard response.count >= 4, let end = (0...(response.count - 4)).first(where: { Array(response[$0..<($0 + 4)]) == separator }) else {
-            throw SystemError("HTTP response without a header end", path: address, .invalidArgument)
-        }
-        return Array(response[(end + 4)...])
-    }
-
-    static func json(_ address: String, _ path: String) throws -> JSONValue {
-        try JSONValue(parsing: request(address, path))
-    }
-}
-
 /// A `forkscope agent` on a free port, killed with the test.
 final class Agent {
     let process: SpawnedProcess
@@ -134,205 +94,100 @@ final class Agent {
     }
 }
 
-/// The events of a ring file with their strings resolved.
-struct Ring {
-    let events: [Event]
-    private let strings: [UInt64: String]
-
-    init(path: String) throws {
-        let reader = try RingReader(path: path)
-        let (events, accounting) = try reader.readAll()
-        XCTAssertEqual(accounting.total.overwritten, 0, "the ring was too small for the test: events were overwritten")
-        self.events = events
-        var strings: [UInt64: String] = [:]
-        for event in events {
-            for (index, argument) in (event.kind?.arguments ?? []).enumerated() where argument.type == .string {
-                let offset = event.args[index]
-                if strings[offset] == nil { strings[offset] = reader.string(at: offset) ?? "<bad offset \(offset)>" }
-            }
-        }
-        self.strings = strings
-    }
-
-    func string(_ offset: UInt64) -> String { strings[offset] ?? "" }
-
-    func of(_ pid: pid_t) -> [Event] { events.filter { $0.pid == pid } }
-
-    func kind(_ kind: EventKind, pid: pid_t? = nil) -> [Event] {
-        events.filter { $0.kind == kind && (pid == nil || $0.pid == pid) }
-    }
-
-    /// server.hook events as (hook, worker index, event).
-    func hooks(pid: pid_t? = nil) -> [(hook: String, index: UInt64, event: Event)] {
-        kind(.serverHook, pid: pid).map { (string($0.a0), $0.a2, $0) }
-    }
-
-    /// The pids that published `hook` for worker `index`, oldest first.
-    func pids(ofHook hook: String, index: UInt64) -> [pid_t] {
-        hooks().filter { $0.hook == hook && $0.index == index }.map(\.event.pid)
-    }
-
-    /// The lifecycle of `pid` as names: server hooks by name, fork stages
-    /// and exporter events by kind (sends and gauges left out).
-    func story(_ pid: pid_t) -> [String] {
-        of(pid).compactMap { event in
-            switch event.kind {
-            case .serverHook: "\(string(event.a0))[\(event.a2)]"
-            case .forkBeforeStart: "fork.before.start"
-            case .forkBeforeEnd: "fork.before.end"
-            case .forkParent: "fork.parent"
-            case .forkChild: "fork.child"
-            case .runtimeRebuild: "runtime.rebuild"
-            case .forkDetectedWithoutHooks: "fork.detected_without_hooks"
-            case .transportOpen: "transport.open"
-            case .transportClose: "transport.close"
-            default: nil
-            }
-        }
-    }
-
-    /// One line per event of `pid`, for failure messages.
-    func describe(_ pid: pid_t) -> String {
-        of(pid).map { event in
-            let name = event.kind?.name ?? "kind \(event.rawKind)"
-            let arguments = (event.kind?.arguments ?? []).enumerated().map { index, argument in
-                "\(argument.name)=\(argument.type == .string ? string(event.args[index]) : String(event.args[index]))"
-            }
-            return "\(event.time) \(name) \(arguments.joined(separator: " "))"
-        }.joined(separator: "\n")
-    }
-}
-
-/// `forkscope host puma|unicorn` started by a test, and what it printed.
-final class RubyServerHost {
-    let server: String
-    let process: SpawnedProcess
-    let scratch: ScratchSession
-    private(set) var output = ""
-    let address: String
-    let master: pid_t
-    let ringPath: String
-    let sessionPath: String
-
+/// `forkscope host puma|unicorn` started by a test, with the extension
+/// built for it; a stop also checks the server itself exited with 0.
+final class RubyServerHost: ServerHost {
     init(_ server: String, preload: Bool, agent: Agent, arguments: [String] = [], workers: Int = 2,
          file: StaticString = #filePath, line: UInt = #line) throws {
-        self.server = server
         try RubyToolchain.require(server == "puma" ? RubyToolchain.puma : RubyToolchain.unicorn, package: server, file: file, line: line)
         let extensionDirectory = try RubyToolchain.extensionDirectory(file: file, line: line)
-        scratch = try ScratchSession()
-        var all = ["host", server, "--listen", "127.0.0.1:0", "--workers", String(workers), "--session-root", scratch.root,
-                   "--agent-url", agent.url, "--flush-interval-ms", "200", "--graceful-timeout", "5", "--ruby-ext", extensionDirectory]
-        if preload { all.append("--preload") }
-        process = try SpawnedProcess(executable: "forkscope", all + arguments)
-        var printed: [String: String] = [:]
-        while printed["stop"] == nil {
-            let text = try process.readLine(within: 40, file: file, line: line)
-            output += text + "\n"
-            guard let space = text.firstIndex(of: " ") else { continue }
-            printed[String(text[..<space])] = text[space...].trimmingCharacters(in: .whitespaces)
-        }
-        let summary = printed[server] ?? ""
-        address = String(summary.dropFirst("http://".count).prefix { $0 != " " })
-        master = pid_t(summary.components(separatedBy: "master pid ").last?.prefix { $0.isNumber } ?? "") ?? 0
-        ringPath = printed["ring"] ?? ""
-        sessionPath = printed["session"] ?? ""
-        XCTAssertGreaterThan(master, 0, output, file: file, line: line)
-    }
-
-    var ring: Ring { get throws { try Ring(path: ringPath) } }
-
-    var log: String {
-        (try? FileSystem.readFile(sessionPath + "/\(server).log")).map { String(decoding: $0, as: UTF8.self) } ?? "(no log)"
-    }
-
-    /// Waits until `count` workers booted (Puma on_worker_boot, Unicorn
-    /// after_worker_ready) since `after` (ring time); returns their pids.
-    func bootedWorkers(_ count: Int, after: UInt64 = 0, within seconds: Double = 30,
-                       file: StaticString = #filePath, line: UInt = #line) throws -> [pid_t] {
-        let hook = server == "puma" ? "on_worker_boot" : "after_worker_ready"
-        let booted = try eventually(within: seconds) { () throws -> [pid_t]? in
-            let pids = try ring.hooks().filter { $0.hook == hook && $0.event.time > after }.map(\.event.pid)
-            return pids.count >= count ? pids : nil
-        }
-        guard let booted else {
-            XCTFail("\(count) workers did not boot within \(seconds) s:\n\(log)", file: file, line: line)
-            throw SystemError("boot", .timedOut)
-        }
-        return booted
-    }
-
-    /// examples/gunicorn/load.py (any server answering {"pid": N}).
-    func load(_ requests: Int, concurrency: Int = 4, file: StaticString = #filePath, line: UInt = #line) throws -> Load {
-        try finish(startLoad(requests, concurrency: concurrency), file: file, line: line)
-    }
-
-    /// Starts load.py without waiting for it (a worker can be killed mid-run).
-    func startLoad(_ requests: Int, concurrency: Int = 4) throws -> SpawnedProcess {
-        try SpawnedProcess(path: "/usr/bin/python3", [
-            Repository.root + "/examples/gunicorn/load.py", "http://\(address)/",
-            "--requests", String(requests), "--concurrency", String(concurrency),
-        ])
-    }
-
-    func finish(_ client: SpawnedProcess, file: StaticString = #filePath, line: UInt = #line) throws -> Load {
-        let text = try client.readToEnd(within: 60, file: file, line: line)
-        XCTAssertEqual(try client.wait(within: 10, file: file, line: line), .exited(0), text, file: file, line: line)
-        return try Load(JSONValue(parsing: Array(text.utf8)))
+        try super.init(server, bootHook: server == "puma" ? "on_worker_boot" : "after_worker_ready", preload: preload, agentURL: agent.url,
+                       arguments: ["--ruby-ext", extensionDirectory] + arguments, workers: workers, startup: 40, file: file, line: line)
     }
 
     /// SIGTERM to the host: the server stops gracefully (Puma SIGTERM,
     /// Unicorn SIGQUIT), then the host ends what is left.
     @discardableResult
-    func stop(within seconds: Double = 30, file: StaticString = #filePath, line: UInt = #line) throws -> String {
-        try ProcessControl.send(SIGTERM, to: process.pid)
-        output += try process.readToEnd(within: seconds, file: file, line: line)
-        XCTAssertEqual(try process.wait(within: 10, file: file, line: line), .exited(0), output, file: file, line: line)
+    override func stop(within seconds: Double = 30, file: StaticString = #filePath, line: UInt = #line) throws -> String {
+        let output = try super.stop(within: seconds, file: file, line: line)
         XCTAssertTrue(output.contains("stopped   \(server) exited with status 0"), output + "\n" + log, file: file, line: line)
         return output
     }
-
-    deinit {
-        // Nothing left running: the host is a subreaper that ends its tree
-        // on SIGTERM; if it is stuck, the tree is SIGKILLed.
-        if (try? process.exitStatusIfExited()) == nil {
-            try? ProcessControl.send(SIGTERM, to: process.pid)
-            if (try? process.wait(within: 15)) == nil {
-                _ = try? ProcessControl.killTree(root: process.pid, signal: SIGKILL)
-                process.kill()
-            }
-        }
-    }
 }
 
-/// What load.py reported.
-struct Load {
-    var ok: Int
-    var failed: Int
-    var perPid: [pid_t: Int]
+/// The steps every Puma and Unicorn test shares: an agent, `forkscope
+/// host SERVER` sending to it, two booted workers.
+struct RubyServerRun {
+    let agent: Agent
+    let host: RubyServerHost
+    let workers: [pid_t]
 
-    init(_ document: JSONValue) {
-        ok = Int(document["ok"]?.numberValue ?? -1)
-        failed = Int(document["failed"]?.numberValue ?? -1)
-        perPid = [:]
-        for (pid, count) in document["per_pid"]?.objectValue ?? [:] { perPid[pid_t(pid) ?? -1] = Int(count.numberValue ?? -1) }
+    init(_ server: String, preload: Bool, arguments: [String] = [], file: StaticString = #filePath, line: UInt = #line) throws {
+        agent = try Agent()
+        host = try RubyServerHost(server, preload: preload, agent: agent, arguments: arguments, file: file, line: line)
+        workers = try host.bootedWorkers(2, file: file, line: line)
     }
 
-    static func + (lhs: Load, rhs: Load) -> Load {
-        var sum = lhs
-        sum.ok += rhs.ok
-        sum.failed += rhs.failed
-        sum.perPid.merge(rhs.perPid, uniquingKeysWith: +)
-        return sum
+    /// Two workers preloaded by the master serve 300 requests, every span
+    /// reaches the agent once; the ring after the graceful stop.
+    static func preloaded(_ server: String, file: StaticString = #filePath, line: UInt = #line) throws -> (host: RubyServerHost, ring: RingLog) {
+        let run = try RubyServerRun(server, preload: true, file: file, line: line)
+        let (load, stats) = try run.serveAndStop(file: file, line: line)
+        XCTAssertEqual(Set(load.perPid.keys), Set(run.workers), "both workers served: \(load.perPid)", file: file, line: line)
+        XCTAssertEqual(stats.spans, 300, file: file, line: line)
+        return (run.host, try run.host.ring)
     }
-}
 
-/// The names of a process's threads (`/proc/PID/task/*/comm`).
-func threadNames(of pid: pid_t) -> [String] {
-    guard let tasks = try? FileSystem.contents(ofDirectory: "/proc/\(pid)/task") else { return [] }
-    return tasks.compactMap { tid in
-        (try? FileSystem.readFile("/proc/\(pid)/task/\(tid)/comm", limit: 64)).map {
-            String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    /// Serves `requests` and stops the host: every span reached the agent
+    /// once, counted for the worker that served it.
+    func serveAndStop(_ requests: Int = 300, file: StaticString = #filePath, line: UInt = #line)
+        throws -> (load: LoadResult, stats: (spans: Int, unique: Int, duplicates: Int, perProcess: [pid_t: Int])) {
+        let load = try host.load(requests, file: file, line: line)
+        XCTAssertEqual(load.ok, requests, file: file, line: line)
+        try host.stop(file: file, line: line)
+        let stats = try agent.stats()
+        XCTAssertEqual(stats.unique, requests, file: file, line: line)
+        XCTAssertEqual(stats.duplicates, 0, file: file, line: line)
+        for (pid, served) in load.perPid { XCTAssertEqual(stats.perProcess[pid], served, "worker \(pid)", file: file, line: line) }
+        return (load, stats)
+    }
+
+    /// SIGKILLs worker 0 while load.py runs (after its first send), waits
+    /// for the server to respawn it, serves 150 more and stops: no span is
+    /// duplicated, the survivors and the replacement lost none, and the
+    /// victim's count at the agent is at most what it served.
+    func killWorkerZeroMidRun(file: StaticString = #filePath, line: UInt = #line) throws -> (victim: pid_t, fresh: pid_t, killedAt: UInt64) {
+        let victim = try XCTUnwrap(try host.ring.pids(ofHook: host.bootHook, index: 0).first, file: file, line: line)
+        let killedAt = try XCTUnwrap(try host.ring.events.last?.time, file: file, line: line)
+        // Mid-run: the load is running when the worker dies; its requests
+        // in flight fail, the rest go to the survivor and the replacement.
+        let running = try host.startLoad(2_000)
+        // Once the victim has served and sent some (its first send.start),
+        // while the load still runs.
+        XCTAssertNotNil(try eventually(within: 10) { () throws -> Bool? in try host.ring.kind(.sendStart, pid: victim).isEmpty ? nil : true },
+                        file: file, line: line)
+        XCTAssertTrue(isRunning(running.pid), "the kill lands while the load runs", file: file, line: line)
+        try ProcessControl.send(SIGKILL, to: victim)
+        let first = try host.finish(running, file: file, line: line)
+        XCTAssertGreaterThan(first.ok, 0, file: file, line: line)
+        XCTAssertEqual(first.ok + first.failed, 2_000, file: file, line: line)
+
+        let fresh = try XCTUnwrap(try eventually(within: 20) { () throws -> pid_t? in
+            try host.ring.pids(ofHook: host.bootHook, index: 0).first { $0 != victim }
+        }, "the server did not respawn worker 0 within 20 s:\n\(host.log)", file: file, line: line)
+        let second = try host.load(150, file: file, line: line)
+        XCTAssertEqual(second.ok, 150, file: file, line: line)
+        try host.stop(file: file, line: line)
+
+        let total = first + second
+        let stats = try agent.stats()
+        XCTAssertEqual(stats.duplicates, 0, file: file, line: line)
+        for (pid, served) in total.perPid where pid != victim {
+            XCTAssertEqual(stats.perProcess[pid], served, "surviving or respawned worker \(pid) lost spans", file: file, line: line)
         }
+        XCTAssertLessThanOrEqual(stats.perProcess[victim] ?? 0, total.perPid[victim] ?? 0, file: file, line: line)
+        print("\(host.server) kill mid-run: \(first.failed) request(s) failed with the victim; victim \(victim) served \(total.perPid[victim] ?? 0), agent has \(stats.perProcess[victim] ?? 0) of them; others \(total.perPid.filter { $0.key != victim })")
+        return (victim, fresh, killedAt)
     }
 }
 

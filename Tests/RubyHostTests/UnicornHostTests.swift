@@ -12,21 +12,7 @@ import XCTest
 /// runs after_worker_exit when it reaps one). Graceful stop is SIGQUIT.
 final class UnicornHostTests: XCTestCase {
     func testPreloadTwoWorkersDeliverEvery300SpansOnceWithForkStagesInUnicornHookOrder() throws {
-        let agent = try Agent()
-        let host = try RubyServerHost("unicorn", preload: true, agent: agent)
-        let workers = try host.bootedWorkers(2)
-        let load = try host.load(300)
-        XCTAssertEqual(load.ok, 300)
-        XCTAssertEqual(Set(load.perPid.keys), Set(workers), "both workers served: \(load.perPid)")
-        try host.stop()
-
-        let stats = try agent.stats()
-        XCTAssertEqual(stats.unique, 300)
-        XCTAssertEqual(stats.spans, 300)
-        XCTAssertEqual(stats.duplicates, 0)
-        for (pid, served) in load.perPid { XCTAssertEqual(stats.perProcess[pid], served, "worker \(pid)") }
-
-        let ring = try host.ring
+        let (host, ring) = try RubyServerRun.preloaded("unicorn")
         let master = ring.story(host.master)
         let expected = ["config.ru[0]", "transport.open",
                         "before_fork[0]", "fork.before.start", "fork.before.end", "fork.parent",
@@ -50,62 +36,24 @@ final class UnicornHostTests: XCTestCase {
     /// Without preload the master never opens an exporter (its forks skip
     /// the library's stages); each worker builds the app after after_fork.
     func testWithoutPreloadEachWorkerOpensItsOwnExporterAfterForkAndDeliversEverySpanOnce() throws {
-        let agent = try Agent()
-        let host = try RubyServerHost("unicorn", preload: false, agent: agent)
-        let workers = try host.bootedWorkers(2)
-        let load = try host.load(300)
-        XCTAssertEqual(load.ok, 300)
-        try host.stop()
-
-        let stats = try agent.stats()
-        XCTAssertEqual(stats.unique, 300)
-        XCTAssertEqual(stats.duplicates, 0)
-        for (pid, served) in load.perPid { XCTAssertEqual(stats.perProcess[pid], served, "worker \(pid)") }
+        let run = try RubyServerRun("unicorn", preload: false)
+        _ = try run.serveAndStop()
+        let host = run.host
         let ring = try host.ring
         let master = ring.story(host.master)
         XCTAssertEqual(Array(master.prefix(2)), ["before_fork[0]", "before_fork[1]"], ring.describe(host.master))
         XCTAssertEqual(Set(master.dropFirst(2)), ["after_worker_exit[0]", "after_worker_exit[1]"], ring.describe(host.master))
-        for worker in workers {
-            let index = ring.hooks(pid: worker).first?.index ?? 99
+        for worker in run.workers {
+            let index = ring.serverHooks(pid: worker).first?.index ?? 99
             XCTAssertEqual(ring.story(worker), ["after_fork[\(index)]", "config.ru[0]", "transport.open", "after_worker_ready[\(index)]",
                                                 "at_exit[\(index)]", "transport.close"], ring.describe(worker))
         }
     }
 
     func testWorkerKilledMidRunIsRespawnedWithAFreshRuntimeAndSurvivorsLoseNoSpan() throws {
-        let agent = try Agent()
-        let host = try RubyServerHost("unicorn", preload: true, agent: agent)
-        _ = try host.bootedWorkers(2)
-        let victim = try XCTUnwrap(try host.ring.pids(ofHook: "after_worker_ready", index: 0).first)
-        let killedAt = try XCTUnwrap(try host.ring.events.last?.time)
-        // Mid-run: the load is running when the worker dies; its requests
-        // in flight fail, the rest go to the survivor and the replacement.
-        let running = try host.startLoad(2_000)
-        // Once the victim has served and sent some (its first send.start),
-        // while the load still runs.
-        XCTAssertNotNil(try eventually(within: 10) { () throws -> Bool? in try host.ring.kind(.sendStart, pid: victim).isEmpty ? nil : true })
-        XCTAssertTrue(isRunning(running.pid), "the kill lands while the load runs")
-        try ProcessControl.send(SIGKILL, to: victim)
-        let first = try host.finish(running)
-        XCTAssertGreaterThan(first.ok, 0)
-        XCTAssertEqual(first.ok + first.failed, 2_000)
-
-        let fresh = try XCTUnwrap(try eventually(within: 20) { () throws -> pid_t? in
-            try host.ring.pids(ofHook: "after_worker_ready", index: 0).first { $0 != victim }
-        }, "the server did not respawn worker 0 within 20 s:\n\(host.log)")
-        let second = try host.load(150)
-        XCTAssertEqual(second.ok, 150)
-        try host.stop()
-
-        let total = first + second
-        let stats = try agent.stats()
-        XCTAssertEqual(stats.duplicates, 0)
-        for (pid, served) in total.perPid where pid != victim {
-            XCTAssertEqual(stats.perProcess[pid], served, "surviving or respawned worker \(pid) lost spans")
-        }
-        XCTAssertLessThanOrEqual(stats.perProcess[victim] ?? 0, total.perPid[victim] ?? 0)
-        print("unicorn kill mid-run: \(first.failed) request(s) failed with the victim; victim \(victim) served \(total.perPid[victim] ?? 0), agent has \(stats.perProcess[victim] ?? 0) of them; others \(total.perPid.filter { $0.key != victim })")
-
+        let run = try RubyServerRun("unicorn", preload: true)
+        let (_, fresh, killedAt) = try run.killWorkerZeroMidRun()
+        let host = run.host
         let ring = try host.ring
         XCTAssertTrue(ring.kind(.forkParent, pid: host.master).contains { $0.a0 == UInt64(fresh) && $0.time > killedAt })
         let master = ring.story(host.master)

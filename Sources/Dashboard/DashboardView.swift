@@ -23,6 +23,8 @@ public struct DashboardFrame: Sendable {
     public var glyphs: Glyphs
     /// Events read since the view was paused (shown while paused).
     public var eventsWhilePaused: Int
+    /// Set while a saved ring is replayed: the title shows its clock.
+    public var replay: ReplayStatus? = nil
 
     public init(model: DashboardModel, view: ViewState, logs: LogSnapshot = LogSnapshot(), now: UInt64,
                 source: Source, title: String, glyphs: Glyphs, eventsWhilePaused: Int = 0) {
@@ -136,7 +138,9 @@ struct Renderer {
         let y = layout.titleRow
         canvas.fill(x: 0, y: y, width: layout.width, height: 1, style: .title)
         let mode: String
-        if view.paused {
+        if let replay = frame.replay {
+            mode = replay.caption(unicode: g.unicode)
+        } else if view.paused {
             mode = "PAUSED" + (frame.eventsWhilePaused > 0 ? " +\(Format.count(frame.eventsWhilePaused))" : "")
         } else {
             switch frame.source {

@@ -44,6 +44,8 @@ public enum Action: String, CaseIterable, Sendable {
     case togglePause, search, nextMatch, previousMatch, filter
     case switchPane, nextLogFile, export, redraw
     case fork, unsafeFork, cancelSend, kill, burst, agentDelay, forkPolicy
+    /// Move the clock of a saved ring played back (nothing on a live one).
+    case replayStep, replaySlower, replayFaster, replaySeekBack, replaySeekForward
 
     /// Control actions send a command to the observed processes and need a
     /// controller (refused read-only).
@@ -60,6 +62,7 @@ public struct KeyBinding: Sendable {
         case navigation = "Navigate"
         case view = "View"
         case control = "Control the demo"
+        case replay = "Replay a saved file"
     }
 
     public let keys: [Key]
@@ -102,6 +105,11 @@ public enum KeyTable {
         KeyBinding(keys: [.character("b")], action: .burst, label: "burst", description: "send a burst of requests", group: .control),
         KeyBinding(keys: [.character("d")], action: .agentDelay, label: "delay", description: "set the agent's reply delay", group: .control),
         KeyBinding(keys: [.character("p")], action: .forkPolicy, label: "policy", description: "set the fork policy: drain, cancel, drain:T", group: .control),
+        KeyBinding(keys: [.character(".")], action: .replayStep, label: "step", description: "step one event (paused; Space pauses and resumes)", group: .replay),
+        KeyBinding(keys: [.character("[")], action: .replaySlower, label: "slower", description: "replay slower (down to x0.25)", group: .replay),
+        KeyBinding(keys: [.character("]")], action: .replayFaster, label: "faster", description: "replay faster (up to x16)", group: .replay),
+        KeyBinding(keys: [.character("{")], action: .replaySeekBack, label: "back", description: "seek back 5 s", group: .replay),
+        KeyBinding(keys: [.character("}")], action: .replaySeekForward, label: "forward", description: "seek forward 5 s (0 or End: to the end)", group: .replay),
     ]
 
     private static let byKey: [Key: Action] = {

@@ -21,6 +21,8 @@ public enum InputOutcome: Equatable, Sendable {
     case control(ControlCommand)
     /// Write the events held to a file.
     case export
+    /// Move the replay clock (a saved ring played back; else nothing).
+    case replay(Action)
 }
 
 /// Everything about the view that is not the data: selection, scrolling,
@@ -283,6 +285,8 @@ public struct ViewState: Equatable, Sendable {
             promptText = String(agentDelayMilliseconds)
         case .forkPolicy:
             overlay = .policyChooser(choice: 0)
+        case .replayStep, .replaySlower, .replayFaster, .replaySeekBack, .replaySeekForward:
+            return .replay(action)
         }
         return .redraw
     }

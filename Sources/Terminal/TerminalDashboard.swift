@@ -23,6 +23,9 @@ public struct DashboardOptions: Sendable {
     /// Reaps children while running and ends every descendant on quit.
     public var reaper: DescendantReaper?
     public var narration: String?
+    /// Play a ring that is not live back in time (a saved file) instead of
+    /// showing it all at once: see `ReplayFeed`.
+    public var replay = false
 
     public init(ringPath: String, session: SessionDirectory? = nil, title: String? = nil) {
         self.ringPath = ringPath
@@ -96,6 +99,9 @@ public final class TerminalDashboard: Sendable {
             options.reaper?.endAll()
         }
         var loop = Loop(feed: feed, logs: logs, screen: screen, worker: worker, options: options)
+        if options.replay, feed.source != .live {
+            loop.replay = try ReplayFeed(path: options.ringPath, mode: options.mode)
+        }
         loop.view.narration = options.narration
         return try loop.run(dashboard: self)
     }
@@ -120,6 +126,7 @@ private struct FrameKey: Equatable {
     var width: Int
     var height: Int
     var paused: Int
+    var replay: ReplayStatus?
 }
 
 private struct Loop {
@@ -132,6 +139,9 @@ private struct Loop {
     var frozen: (model: DashboardModel, now: UInt64)?
     var lastKey: FrameKey?
     var logRevision = 0
+    /// Set when a saved ring is played back: the model shown is its fold up
+    /// to the replay clock.
+    var replay: ReplayFeed?
 
     init(feed: RingFeed, logs: LogTail?, screen: CursesScreen, worker: ControllerWorker?, options: DashboardOptions) {
         self.feed = feed
@@ -148,7 +158,7 @@ private struct Loop {
         }
     }
 
-    var model: DashboardModel { frozen?.model ?? feed.model }
+    var model: DashboardModel { replay?.model ?? frozen?.model ?? feed.model }
 
     mutating func run(dashboard: TerminalDashboard) throws -> DashboardModel {
         let refresh = UInt64(max(10, options.refreshMilliseconds)) * 1_000_000
@@ -170,12 +180,14 @@ private struct Loop {
                 nextLogs = now + 500_000_000
             }
             if let status = view.status, now >= status.until { view.status = nil }
+            replay?.advance(wallClock: now)
             render()
 
             // Sleep in poll until a key, a wake-up or the next timer.
             var wakeAt = min(nextRead, nextLiveness, logs == nil ? .max : nextLogs)
             if let status = view.status { wakeAt = min(wakeAt, status.until) }
             now = Clock.monotonicNanoseconds()
+            if let replay, !replay.isPaused, !replay.isAtEnd { wakeAt = min(wakeAt, now + Loop.replayTick) }
             let timeout = wakeAt > now ? Int32(min((wakeAt - now + 999_999) / 1_000_000, 1000)) : 0
             var fds = [pollfd(fd: 0, events: Int16(POLLIN), revents: 0),
                        pollfd(fd: dashboard.wakeReadEnd.rawValue, events: Int16(POLLIN), revents: 0)]
@@ -190,6 +202,7 @@ private struct Loop {
             let size = screen.size
             let layout = DashboardLayout(width: size.width, height: size.height, view: view, model: model)
             for key in keys {
+                let typing = view.prompt != nil || view.overlay != nil
                 switch view.handle(key, model: model, layout: layout, now: now) {
                 case .ignored, .redraw: break
                 case .quit: return feed.model
@@ -202,8 +215,19 @@ private struct Loop {
                     }
                 case .export:
                     view.say(export(), now: now)
+                case .replay(let action):
+                    replayKey(action, now: now)
                 }
                 if key == .control("l") { screen.invalidate() }
+                if let replay {
+                    // `0` (follow the newest) and End jump to the recording's end.
+                    if !typing, key == .character("0") || key == .end { replay.jumpToEnd() }
+                    if replay.isPaused != view.paused {
+                        replay.setPaused(view.paused)
+                        view.say(view.paused ? "replay paused (. steps, Space resumes)" : "replay resumed", now: now)
+                    }
+                    continue
+                }
                 if view.paused, frozen == nil { frozen = (feed.model, feed.now) }
                 if !view.paused { frozen = nil }
             }
@@ -229,6 +253,24 @@ private struct Loop {
         }
     }
 
+    static let replayTick: UInt64 = 50_000_000
+
+    /// `.` `[` `]` `{` `}`: the replay clock (nothing on a live ring).
+    mutating func replayKey(_ action: Action, now: UInt64) {
+        guard let replay else { return }
+        switch action {
+        case .replayStep:
+            view.paused = true
+            replay.setPaused(true)
+            replay.step()
+        case .replaySlower: replay.slower()
+        case .replayFaster: replay.faster()
+        case .replaySeekBack: replay.seek(by: -5_000_000_000)
+        case .replaySeekForward: replay.seek(by: 5_000_000_000)
+        default: break
+        }
+    }
+
     /// Draws a frame when anything it shows changed. Time moves the view
     /// only in steps of a column (at least 200 ms), so a quiet live ring
     /// costs a few frames a second, and a saved one none.
@@ -236,18 +278,20 @@ private struct Loop {
         let size = screen.size
         let perColumn = view.nanosecondsPerColumn
         let step = max(perColumn, 200_000_000)
-        let now = frozen?.now ?? (feed.isLive ? feed.now / step * step : feed.now)
+        let now = replay?.now ?? frozen?.now ?? (feed.isLive ? feed.now / step * step : feed.now)
         let shownModel = model
         let key = FrameKey(revision: shownModel.revision, view: view, now: now, logs: logRevision,
-                           width: size.width, height: size.height, paused: frozen == nil ? 0 : feed.model.eventCount)
+                           width: size.width, height: size.height, paused: frozen == nil ? 0 : feed.model.eventCount,
+                           replay: replay?.status)
         guard key != lastKey else { return }
         lastKey = key
-        let frame = DashboardFrame(
+        var frame = DashboardFrame(
             model: shownModel, view: view, logs: logs?.snapshot ?? LogSnapshot(), now: now,
             source: feed.source, title: options.title,
             glyphs: screen.unicode ? .utf8 : .ascii,
             eventsWhilePaused: frozen.map { feed.model.eventCount - $0.model.eventCount } ?? 0
         )
+        frame.replay = replay?.status
         screen.draw(DashboardView.render(frame, width: size.width, height: size.height))
     }
 

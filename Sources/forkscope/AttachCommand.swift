@@ -67,6 +67,8 @@ struct Attach: ParsableCommand {
         options.colour = !noColor
         options.refreshMilliseconds = interval
         options.reaper = reaper
+        // A saved file (not a session's own ring) is played back in time.
+        options.replay = snapshot || session == nil
         options.readOnlyReason = readonly ? "attached with --readonly"
             : snapshot ? "a saved copy has no processes to command"
             : "this session has no control socket (no demo server runs in it)"

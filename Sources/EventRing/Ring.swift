@@ -24,7 +24,13 @@ public struct Ring: @unchecked Sendable {
 
     /// Creates a new ring file: `O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC`, mode
     /// 0600, inside a private directory; sized, pre-faulted and mapped.
-    public static func create(at path: String, configuration: RingConfiguration = RingConfiguration()) throws(RingError) -> Ring {
+    ///
+    /// `privateDirectory: false` is for a recording the user names (any
+    /// directory; the file itself is still created exclusively, 0600, never
+    /// through a symlink).
+    public static func create(
+        at path: String, configuration: RingConfiguration = RingConfiguration(), privateDirectory: Bool = true
+    ) throws(RingError) -> Ring {
         guard let layout = RingFormat.Layout(
             laneCount: UInt64(configuration.laneCount),
             slotsPerLane: UInt64(configuration.slotsPerLane),
@@ -32,7 +38,7 @@ public struct Ring: @unchecked Sendable {
         ) else {
             throw .invalid(path: path, problem: "unsupported shape \(configuration) (lanes 1...\(RingFormat.maxLanes), slots per lane a power of two in \(RingFormat.minSlotsPerLane)...\(RingFormat.maxSlotsPerLane))")
         }
-        try SessionDirectory.checkPrivate(parentDirectory(of: path), directory: true)
+        if privateDirectory { try SessionDirectory.checkPrivate(parentDirectory(of: path), directory: true) }
         try installForkCounter()
         let fd: FileDescriptor
         do {

@@ -7,13 +7,12 @@ import Posix
 /// `forkscope record`: saves a ring to a file that `attach`, `dump` and
 /// `export` read like a live one.
 ///
-/// The saved file is the ring's own bytes (same format, same validation), so
-/// there is one reader for live and saved rings. With `--duration S` the
-/// ring is followed for S seconds and copied at the end: every event still
-/// in the ring then is saved; events read during the capture that writers
-/// had overwritten by the end are counted and reported, not kept (the file
-/// format has one window per lane; give the session a larger ring to keep
-/// more).
+/// The saved file is a ring (same format, same validation), so there is one
+/// reader for live and saved rings. Without `--duration` it is the ring's
+/// own bytes now. With `--duration S` it is a continuous capture: the ring
+/// is followed for S seconds and every event read is written into a new,
+/// larger ring (`RingRecording`) with its own pid, tid and time — so events
+/// the source ring overwrote during the capture are kept.
 struct Record: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Save a ring (a snapshot now, or after following it --duration seconds) to a file.",
@@ -37,27 +36,48 @@ struct Record: ParsableCommand {
         let ringPath = try RingLocation.resolve(path)
         let live: RingReader
         do { live = try RingReader(path: ringPath, mode: .live) } catch { Failure.exit("\(error)", code: 2) }
-        var seen = 0
+        guard let duration else {
+            OutputFile.write(live.copyBytes(), to: output, mode: 0o600, exclusive: true)
+            // Validated like any ring a user hands us.
+            let saved = RingContents.read(output, mode: .snapshot)
+            print("recorded \(saved.events.count) events from \(ringPath) to \(output)")
+            return
+        }
+        // A continuous capture: as many lanes as the source, four times
+        // its window (at least 16,384 events per process).
+        let slots = min(RingFormat.maxSlotsPerLane, max(16_384, UInt32(live.header.slotsPerLane) * 4))
+        let recording: RingRecording
+        do {
+            let ring = try Ring.create(at: output, configuration: RingConfiguration(
+                laneCount: UInt32(live.header.laneCount), slotsPerLane: slots, stringBytes: 1 << 20), privateDirectory: false)
+            recording = RingRecording(ring: ring, clockOf: live.header)
+        } catch {
+            Failure.exit("\(error)", code: 2)
+        }
         var events: [Event] = []
-        if let duration {
-            let deadline = Deadline.after(milliseconds: UInt64(duration * 1000))
-            repeat {
-                events.removeAll(keepingCapacity: true)
-                do { try live.readNew(into: &events) } catch { Failure.exit("\(error)", code: 2) }
-                seen += events.count
+        var accounting: RingAccounting? = nil
+        let deadline = Deadline.after(milliseconds: UInt64(duration * 1000))
+        var last = false
+        while !last {
+            last = deadline.hasPassed
+            events.removeAll(keepingCapacity: true)
+            do { accounting = try live.readNew(into: &events) } catch { Failure.exit("\(error)", code: 2) }
+            RingReader.merge(&events)
+            for event in events {
+                let owner = accounting?.lanes[event.lane]
+                let start = owner?.ownerPid == event.pid ? owner?.ownerStart ?? 0 : 0
+                recording.append(event, ownerStart: start) { live.string(at: $0) }
+            }
+            if !last {
                 var none: [pollfd] = []
                 _ = try? poll(&none, timeoutMilliseconds: 50)
-            } while !deadline.hasPassed
+            }
         }
-        events.removeAll(keepingCapacity: true)
-        do { try live.readNew(into: &events) } catch { Failure.exit("\(error)", code: 2) }
-        seen += events.count
-        OutputFile.write(live.copyBytes(), to: output, mode: 0o600, exclusive: true)
-        // Validated like any ring a user hands us.
+        recording.ring.unmap()
         let saved = RingContents.read(output, mode: .snapshot)
-        let lost = seen > saved.events.count ? seen - saved.events.count : 0
-        print("recorded \(saved.events.count) events from \(ringPath) to \(output)"
-            + (duration == nil ? "" : " (\(seen) seen while following; \(lost) overwritten before the copy)"))
+        let missed = accounting.map { $0.total.overwritten + $0.total.torn + $0.total.abandoned } ?? 0
+        print("recorded \(saved.events.count) events from \(ringPath) to \(output) (followed \(duration) s; "
+            + "\(missed) overwritten before they could be read, \(recording.dropped) with no lane left)")
     }
 }
 

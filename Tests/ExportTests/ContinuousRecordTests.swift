@@ -1,0 +1,44 @@
+import EventRing
+import Glibc
+import Posix
+import TestSupport
+import XCTest
+
+/// `forkscope record --duration`: a continuous capture keeps what the
+/// source ring overwrote while it was followed.
+final class ContinuousRecordTests: XCTestCase {
+    func testAContinuousCaptureKeepsEventsTheSourceRingOverwrote() throws {
+        let scratch = try ScratchSession()
+        let ring = try scratch.createRing(RingConfiguration(laneCount: 4, slotsPerLane: 16, stringBytes: 4096))
+        defer { ring.unmap() }
+        let hook = ring.writer.intern("before_fork")
+        ring.writer.publish(.hookRun, ForkStage.before.rawValue, hook, Outcome.ok.rawValue, 1)
+        let output = scratch.root + "/capture.ring"
+        let record = try SpawnedProcess(executable: "forkscope", ["record", scratch.ringPath, "-o", output, "--duration", "3"])
+        // 80 marks in batches of 4, 100 ms apart: five times the source's
+        // 16-slot window, each batch well inside it between two reads.
+        for batch in 0..<20 {
+            for i in 0..<4 { ring.writer.publish(.mark, UInt64(batch * 4 + i)) }
+            var none: [pollfd] = []
+            _ = try poll(&none, timeoutMilliseconds: 100)
+        }
+        let report = try record.readToEnd(within: 30)
+        XCTAssertEqual(try record.wait(within: 30), .exited(0), report)
+
+        var source: [Event] = []
+        try RingReader(path: scratch.ringPath).readNew(into: &source)
+        XCTAssertEqual(source.filter { $0.kind == .mark }.count, 16, "the source ring kept only its window")
+
+        let capture = try RingReader(path: output, mode: .snapshot)
+        var events: [Event] = []
+        let accounting = try capture.readNew(into: &events)
+        RingReader.merge(&events)
+        XCTAssertTrue(accounting.lanes.allSatisfy(\.isBalanced))
+        let marks = events.filter { $0.kind == .mark }
+        XCTAssertEqual(marks.map(\.a0), Array(0..<80).map(UInt64.init), report)
+        XCTAssertTrue(marks.allSatisfy { $0.pid == getpid() }, "each event keeps its own pid")
+        let hookRun = try XCTUnwrap(events.first { $0.kind == .hookRun })
+        XCTAssertEqual(capture.string(at: hookRun.a1), "before_fork", "strings re-interned in the capture")
+        XCTAssertEqual(capture.header.createdMonotonic, ring.region.base.load(fromByteOffset: 48, as: UInt64.self), "the source's clock")
+    }
+}

@@ -640,6 +640,7 @@ struct Renderer {
         var keys: [(String, String)] = []
         switch view.overlay {
         case .help?: keys = [(g.unicode ? "↑↓" : "Up/Dn", "scroll"), ("Esc", "close")]
+        case .sequence?: keys = [(g.unicode ? "↑↓←→" : "arrows", "scroll"), ("Esc", "close")]
         case .signalChooser?, .policyChooser?: keys = [(g.unicode ? "↑↓" : "Up/Dn", "choose"), ("Enter", "send"), ("Esc", "cancel")]
         case nil:
             keys = [("F1", "help"), ("q", "quit"), (g.unicode ? "↑↓" : "Up/Dn", "select"), (g.unicode ? "←→" : "<-/->", "pan"), ("+-", "zoom"),
@@ -665,6 +666,7 @@ struct Renderer {
     mutating func drawOverlay() {
         switch view.overlay {
         case .help?: drawHelp()
+        case .sequence?: drawSequence()
         case .signalChooser(let target, let choice)?:
             let name = model.process(target)?.displayName ?? "?"
             let items = SignalChoice.signals.map { SignalName.name($0) + ($0 == 15 ? " (default)" : "") }
@@ -716,6 +718,21 @@ struct Renderer {
         let top = min(view.helpTop, max(0, lines.count - (height - 2)))
         for (n, line) in lines.dropFirst(top).prefix(height - 2).enumerated() {
             canvas.text(line.0, x: x + 2, y: y + 1 + n, limit: width - 4, style: line.1)
+        }
+    }
+
+    /// The events held as a sequence diagram (`SequenceDiagram`), in a
+    /// scrollable box over the dashboard.
+    mutating func drawSequence() {
+        let diagram = SequenceDiagram.render(events: Array(model.log), model: model, lookup: { model.strings[$0] }, ascii: !g.unicode)
+        let lines = diagram.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        let width = layout.width - 2
+        let height = layout.height - 2
+        let x = 1, y = 1
+        box(x: x, y: y, width: width, height: height, title: "sequence: hooks, fork stages, forks (arrows scroll, any key closes)")
+        let top = min(view.sequenceTop, max(0, lines.count - (height - 2)))
+        for (n, line) in lines.dropFirst(top).prefix(height - 2).enumerated() {
+            canvas.text(String(line.dropFirst(view.sequenceLeft)), x: x + 2, y: y + 1 + n, limit: width - 4, style: .normal)
         }
     }
 

@@ -32,6 +32,8 @@ public struct ViewState: Equatable, Sendable {
     public enum Prompt: Equatable, Sendable { case search, filter, burst, agentDelay }
     public enum Overlay: Equatable, Sendable {
         case help
+        /// The sequence diagram of the events held (`s`).
+        case sequence
         case signalChooser(target: ProcessKey, choice: Int)
         case policyChooser(choice: Int)
     }
@@ -62,6 +64,9 @@ public struct ViewState: Equatable, Sendable {
     public var promptText = ""
     public var overlay: Overlay?
     public var helpTop = 0
+    /// Scroll of the sequence diagram: first line and first column shown.
+    public var sequenceTop = 0
+    public var sequenceLeft = 0
     public var status: StatusMessage?
     /// The scenario narration line (nil: none).
     public var narration: String?
@@ -140,6 +145,17 @@ public struct ViewState: Equatable, Sendable {
             case .pageDown: helpTop += 10; return .redraw
             case .character("q"): overlay = nil; return .quit
             default: overlay = nil; return .redraw  // any other key closes help, as in htop
+            }
+        case .sequence?:
+            switch key {
+            case .up: sequenceTop = max(0, sequenceTop - 1); return .redraw
+            case .down: sequenceTop += 1; return .redraw
+            case .pageUp: sequenceTop = max(0, sequenceTop - 10); return .redraw
+            case .pageDown: sequenceTop += 10; return .redraw
+            case .left: sequenceLeft = max(0, sequenceLeft - 12); return .redraw
+            case .right: sequenceLeft += 12; return .redraw
+            case .character("q"): overlay = nil; return .quit
+            default: overlay = nil; return .redraw  // any other key closes it, like help
             }
         case .signalChooser(let target, let choice)?:
             switch key {
@@ -256,6 +272,10 @@ public struct ViewState: Equatable, Sendable {
             if pane == .details || pane == .events { pane = .logs }
         case .export:
             return .export
+        case .sequence:
+            overlay = .sequence
+            sequenceTop = 0
+            sequenceLeft = 0
         case .redraw:
             return .redraw
         case .fork:

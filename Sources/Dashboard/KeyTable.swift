@@ -42,7 +42,7 @@ public enum Action: String, CaseIterable, Sendable {
     case scrollLogUp, scrollLogDown
     case panLeft, panRight, zoomIn, zoomOut, followLive
     case togglePause, search, nextMatch, previousMatch, filter
-    case switchPane, nextLogFile, export, redraw, sequence
+    case switchPane, nextLogFile, export, record, redraw, sequence
     case fork, unsafeFork, cancelSend, kill, burst, agentDelay, forkPolicy
     /// Move the clock of a saved ring played back (nothing on a live one).
     case replayStep, replaySlower, replayFaster, replaySeekBack, replaySeekForward
@@ -97,6 +97,7 @@ public enum KeyTable {
         KeyBinding(keys: [.tab], action: .switchPane, label: "pane", description: "switch the lower pane: events / log output", group: .view),
         KeyBinding(keys: [.character("L")], action: .nextLogFile, label: "log file", description: "show the next process log file", group: .view),
         KeyBinding(keys: [.character("s")], action: .sequence, label: "sequence", description: "the startup as a sequence diagram (hooks, stages, forks)", group: .view),
+        KeyBinding(keys: [.character("R")], action: .record, label: "record", description: "save the ring as it is now (replay: forkscope attach FILE)", group: .view),
         KeyBinding(keys: [.character("e")], action: .export, label: "export", description: "write the events held to a JSONL file", group: .view),
         KeyBinding(keys: [.control("l")], action: .redraw, label: "redraw", description: "redraw the screen", group: .view),
         KeyBinding(keys: [.character("f")], action: .fork, label: "fork", description: "fork a worker through the at-fork hooks", group: .control),

@@ -21,6 +21,8 @@ public enum InputOutcome: Equatable, Sendable {
     case control(ControlCommand)
     /// Write the events held to a file.
     case export
+    /// Save the ring's bytes to a file (a recording).
+    case record
     /// Move the replay clock (a saved ring played back; else nothing).
     case replay(Action)
 }
@@ -272,6 +274,8 @@ public struct ViewState: Equatable, Sendable {
             if pane == .details || pane == .events { pane = .logs }
         case .export:
             return .export
+        case .record:
+            return .record
         case .sequence:
             overlay = .sequence
             sequenceTop = 0

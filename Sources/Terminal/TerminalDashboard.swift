@@ -215,6 +215,8 @@ private struct Loop {
                     }
                 case .export:
                     view.say(export(), now: now)
+                case .record:
+                    view.say(record(), now: now)
                 case .replay(let action):
                     replayKey(action, now: now)
                 }
@@ -295,11 +297,29 @@ private struct Loop {
         screen.draw(DashboardView.render(frame, width: size.width, height: size.height))
     }
 
+    /// Next to the ring when that directory is ours (not when root looks at
+    /// another user's session), else the current directory.
+    var outputDirectory: String {
+        let directory = options.session?.path ?? parentDirectory(options.ringPath)
+        return (try? FileSystem.linkStatus(directory))?.ownerID == geteuid() ? directory : "."
+    }
+
+    /// `R`: the ring's bytes as they are now, in a new file (0600, never
+    /// overwriting), readable like any ring (`forkscope attach FILE` replays it).
+    func record() -> String {
+        let path = outputDirectory + "/recording-\(Clock.realtimeNanoseconds() / 1_000_000).ring"
+        do {
+            let fd = try FileDescriptor.open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode: 0o600)
+            defer { try? fd.close() }
+            try fd.writeAll(feed.reader.copyBytes())
+            return "recorded the ring to \(path) (replay: forkscope attach \(path))"
+        } catch {
+            return "record failed: \(error)"
+        }
+    }
+
     func export() -> String {
-        // Next to the ring when that directory is ours (not when root looks
-        // at another user's session), else the current directory.
-        var directory = options.session?.path ?? parentDirectory(options.ringPath)
-        if (try? FileSystem.linkStatus(directory))?.ownerID != geteuid() { directory = "." }
+        let directory = outputDirectory
         do {
             let (path, count) = try EventExport.writeJSONL(model, directory: directory)
             return "exported \(Format.count(count)) events to \(path)"

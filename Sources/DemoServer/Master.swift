@@ -154,7 +154,7 @@ public final class Master: ControlHandler, @unchecked Sendable {
 
     /// In the forked child: drop what belongs to the master, then serve.
     private func becomeWorker(index: Int, commands: FileDescriptor, closing ownWrite: FileDescriptor, mask: SignalSet) -> Never {
-        signals.abandonInChild(restoring: Self.handledSignals)
+        signals.close()
         try? ownWrite.close()
         for handle in workers.values { try? handle.commands.close() }
         workers = [:]
@@ -400,7 +400,7 @@ public final class Master: ControlHandler, @unchecked Sendable {
         let intermediate = Glibc.fork()
         if intermediate != 0 { _ = try? Signals.setMask(previousMask) }
         if intermediate == 0 {
-            signals.abandonInChild(restoring: Self.handledSignals)
+            signals.close()
             _ = try? Signals.setMask(previousMask)
             for fd in control?.descriptors ?? [] { _ = Glibc.close(fd) }
             do { _ = try Fork.daemon(logPath: logPath) } catch { _exit(1) }

@@ -263,7 +263,7 @@ final class Worker {
             molded = []
             let worker = Worker(index: newIndex, configuration: configuration, listener: listener, commands: commands,
                                 reports: reports, application: application, signalMask: previousMask)
-            signals?.abandonInChild(restoring: Self.handledSignals)
+            signals?.close()
             ServerLogs.redirectToOwnFile(configuration)
             _exit(worker.run())
         case .parent(let child):

@@ -7,7 +7,7 @@ import Synchronization
 /// Runs a `Controller`'s commands one at a time on a thread of its own, so
 /// a command that blocks (a fork waiting for a drain can take seconds) never
 /// freezes the screen. Results come back through `results()` after a
-/// `WakePipe` wake-up.
+/// `SignalPipe` wake-up.
 final class ControllerWorker: Sendable {
     private struct State {
         var queue: [ControlCommand] = []
@@ -17,12 +17,12 @@ final class ControllerWorker: Sendable {
     }
 
     private let controller: any Controller
-    private let wake: WakePipe
+    private let wake: SignalPipe
     private let state = Mutex(State())
     private let doorbell: (read: FileDescriptor, write: FileDescriptor)
     private let thread: Mutex<pthread_t?> = Mutex(nil)
 
-    init(controller: any Controller, wake: WakePipe) throws(SystemError) {
+    init(controller: any Controller, wake: SignalPipe) throws(SystemError) {
         self.controller = controller
         self.wake = wake
         doorbell = try FileDescriptor.pipe(flags: O_CLOEXEC | O_NONBLOCK)

@@ -57,13 +57,13 @@ public final class TerminalDashboard: Sendable {
 
     public let options: DashboardOptions
     private let controller: (any Controller)?
-    private let wake: WakePipe
+    private let wake: SignalPipe
     private let shared = Mutex(Shared())
 
     public init(options: DashboardOptions, controller: (any Controller)?) throws(SystemError) {
         self.options = options
         self.controller = controller
-        wake = try WakePipe()
+        wake = try SignalPipe()
     }
 
     /// Shows `text` on the narration line (nil hides it).

@@ -116,7 +116,7 @@ final class TerminalPiecesTests: XCTestCase {
     }
 
     func testControllerWorkerRunsCommandsInOrderOffTheCallingThreadAndWakesTheLoop() throws {
-        let wake = try WakePipe()
+        let wake = try SignalPipe()
         defer { wake.close() }
         let controller = RecordingController()
         let worker = try ControllerWorker(controller: controller, wake: wake)

@@ -1,23 +1,22 @@
 import CPosix
 import Glibc
-import Posix
 
-// The write end of the wake pipe, a plain C-int global: the signal handler
-// below touches no Swift runtime (no reference counting, no lazy global
+// The write end of the pipe, a plain C-int global: the signal handler below
+// touches no Swift runtime (no reference counting, no lazy global
 // initialisation), only write(2), which is async-signal-safe.
-nonisolated(unsafe) private var wakeWriteEnd: CInt = -1
+nonisolated(unsafe) private var signalPipeWriteEnd: CInt = -1
 
-nonisolated private func forwardSignalToWakePipe(_ signal: CInt) {
+nonisolated private func forwardSignalToPipe(_ signal: CInt) {
     let saved = fks_errno()
     var byte = UInt8(truncatingIfNeeded: signal)
-    _ = Glibc.write(wakeWriteEnd, &byte, 1)
+    _ = Glibc.write(signalPipeWriteEnd, &byte, 1)
     fks_set_errno(saved)
 }
 
-/// One pipe that wakes the terminal loop's `poll`: from a signal handler
-/// (SIGINT, SIGTERM, SIGHUP, SIGCHLD: the byte is the signal number) or from
-/// another thread (`wake()`: byte 0). One per process.
-public final class WakePipe: @unchecked Sendable {
+/// The self-pipe that wakes a `poll` loop: from a signal handler (the byte
+/// is the signal number) or from another thread (`wake()`: byte 0). The
+/// handler only writes; the loop does the work. One per process.
+public final class SignalPipe: @unchecked Sendable {
     public let readEnd: FileDescriptor
     private let writeEnd: FileDescriptor
     private var routed: [CInt] = []
@@ -26,13 +25,20 @@ public final class WakePipe: @unchecked Sendable {
         let (read, write) = try FileDescriptor.pipe(flags: O_CLOEXEC | O_NONBLOCK)
         readEnd = read
         writeEnd = write
-        wakeWriteEnd = write.rawValue
+        signalPipeWriteEnd = write.rawValue
+    }
+
+    /// A pipe with `signals` routed to it.
+    public static func install(_ signals: [CInt]) throws(SystemError) -> SignalPipe {
+        let pipe = try SignalPipe()
+        try pipe.route(signals)
+        return pipe
     }
 
     /// Routes `signals` to the pipe (restored to their defaults by `close`).
     public func route(_ signals: [CInt]) throws(SystemError) {
         for signal in signals {
-            try Signals.install(forwardSignalToWakePipe, for: signal, flags: [.restart])
+            try Signals.install(forwardSignalToPipe, for: signal, flags: [.restart])
             routed.append(signal)
         }
     }
@@ -43,7 +49,7 @@ public final class WakePipe: @unchecked Sendable {
         _ = withUnsafeBytes(of: &byte) { try? writeEnd.write($0) }
     }
 
-    /// The signals delivered since the last call (wake-ups are dropped).
+    /// The signals delivered since the last call, in order (wake-ups are dropped).
     public func drain() -> [CInt] {
         var signals: [CInt] = []
         var buffer = [UInt8](repeating: 0, count: 64)
@@ -54,10 +60,12 @@ public final class WakePipe: @unchecked Sendable {
         }
     }
 
+    /// Restores the routed signals' default handlers and closes the pipe —
+    /// also what a forked child does with its parent's pipe, which is not its own.
     public func close() {
         for signal in routed { try? Signals.restoreDefault(signal) }
         routed.removeAll()
-        wakeWriteEnd = -1
+        signalPipeWriteEnd = -1
         try? readEnd.close()
         try? writeEnd.close()
     }

@@ -58,7 +58,7 @@ let package = Package(
         .testTarget(name: "DemoServerTests", dependencies: ["DemoServer", "TraceTransport", "ForkSafety", "Wire", "EventRing", "Posix", "TestSupport"]),
         // Real Ruby servers (Debian ruby, puma, unicorn) embedding the Ruby binding (bindings/ruby).
         .testTarget(name: "RubyHostTests", dependencies: ["EventRing", "Wire", "Posix", "TestSupport"]),
-        .testTarget(name: "WireTests", dependencies: ["Wire", "Posix"]),
+        .testTarget(name: "WireTests", dependencies: ["Wire", "Posix", "TestSupport"]),
         .testTarget(
             name: "ForkscopeCTests", dependencies: ["ForkscopeC", "CForkscope", "EventRing", "Wire", "Posix", "CPosix", "TestSupport"],
             exclude: ["C"]

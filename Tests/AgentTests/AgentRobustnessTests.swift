@@ -43,7 +43,7 @@ final class AgentRobustnessTests: XCTestCase {
         XCTAssertEqual(try rawExchange(agent, chunked), 200)
 
         // Random bytes, some starting like a request.
-        var generator = SplitMix64(seed: 0x5eed)
+        var generator = SeededGenerator(seed: 0x5eed)
         for round in 0..<40 {
             var bytes = (0..<(1 + Int(generator.next() % 2000))).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
             if round % 2 == 0 { bytes = Array("PUT /v0.4/traces HTTP/1.1\r\n".utf8) + bytes }
@@ -134,15 +134,3 @@ final class AgentRobustnessTests: XCTestCase {
     }
 }
 
-/// A small deterministic generator, so a failing input can be replayed.
-struct SplitMix64 {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
-    }
-}

@@ -1,27 +1,16 @@
 @testable import Dashboard
 import EventRing
 import Glibc
+import TestSupport
 import XCTest
 
 /// Events are untrusted: any kind, any argument, any time. Random ones
 /// (seeded, so a failure reproduces) are published into a real ring, read
 /// back, folded and rendered at every size: nothing may trap.
 final class HostileEventTests: XCTestCase {
-    struct SplitMix64 {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        mutating func below(_ n: UInt64) -> UInt64 { next() % n }
-    }
-
     func testRandomEventsFoldAndRenderWithoutTrapping() throws {
         for seed in 1...8 as ClosedRange<UInt64> {
-            var random = SplitMix64(state: seed)
+            var random = SeededGenerator(seed: seed)
             let r = try DashboardModelTests.ScratchRing()
             let kinds = EventKind.allCases
             let name = r.w.intern("hostile")

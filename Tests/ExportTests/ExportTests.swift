@@ -213,18 +213,6 @@ enum PerfettoValidator {
 /// The exporter on events nobody ordered: random kinds, arguments and times
 /// (seeded), sends whose start or end is missing, a send id reused.
 final class PerfettoHostileEventTests: XCTestCase {
-    struct SplitMix64 {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        mutating func below(_ n: UInt64) -> UInt64 { next() % n }
-    }
-
     func export(_ scratch: ScratchSession) throws -> (PerfettoValidator.Report, [Event], PerfettoExport.Counts) {
         let reader = try RingReader(path: scratch.ringPath, mode: .snapshot)
         let (events, _) = try reader.readAll()
@@ -235,7 +223,7 @@ final class PerfettoHostileEventTests: XCTestCase {
 
     func testRandomEventsExportToAValidTrace() throws {
         for seed in 1...12 as ClosedRange<UInt64> {
-            var random = SplitMix64(state: seed)
+            var random = SeededGenerator(seed: seed)
             let scratch = try ScratchSession()
             let ring = try scratch.createRing(RingConfiguration(laneCount: 4, slotsPerLane: 512, stringBytes: 4096))
             let name = ring.writer.intern("hostile \"quoted\"\n")

@@ -17,8 +17,13 @@ final class LoadTests: XCTestCase {
         // Mid-run: a new worker through the hooks, and an old one stopped
         // gracefully (QUIT: it finishes its requests and closes its
         // connections with `Connection: close`, so wrk reconnects).
-        let deadline = Deadline(seconds: 3)
-        while !deadline.hasPassed { var none: [pollfd] = []; _ = try poll(&none, timeoutMilliseconds: 50) }
+        // Mid-run: once the exporters have delivered a good part of the load.
+        let loaded = Deadline(seconds: 8)
+        while (try run.agentStats()["unique_spans"] as? Int ?? 0) < 20_000 {
+            guard !loaded.hasPassed else { return XCTFail("wrk's load did not reach the agent within 8 s") }
+            var none: [pollfd] = []
+            _ = try poll(&none, timeoutMilliseconds: 50)
+        }
         let table = try control.send(.processes).get()["processes"]?.arrayValue ?? []
         let master = try XCTUnwrap(table.first { $0["role"]?.stringValue == "master" })
         let old = try XCTUnwrap(table.first { $0["role"]?.stringValue == "worker" })

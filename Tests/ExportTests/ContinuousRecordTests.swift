@@ -15,12 +15,31 @@ final class ContinuousRecordTests: XCTestCase {
         ring.writer.publish(.hookRun, ForkStage.before.rawValue, hook, Outcome.ok.rawValue, 1)
         let output = scratch.root + "/capture.ring"
         let record = try SpawnedProcess(executable: "forkscope", ["record", scratch.ringPath, "-o", output, "--duration", "3"])
-        // 80 marks in batches of 4, 100 ms apart: five times the source's
-        // 16-slot window, each batch well inside it between two reads.
-        for batch in 0..<20 {
-            for i in 0..<4 { ring.writer.publish(.mark, UInt64(batch * 4 + i)) }
+        // The capture is a ring being written as we go: read it live to know
+        // when the recorder has taken each batch before the next one could
+        // lap the 16-slot source (80 marks: five windows).
+        let created = Deadline(seconds: 10)
+        while !FileSystem.exists(output) {
+            guard !created.hasPassed else { return XCTFail("record did not create \(output)") }
             var none: [pollfd] = []
-            _ = try poll(&none, timeoutMilliseconds: 100)
+            _ = try poll(&none, timeoutMilliseconds: 10)
+        }
+        let following = try RingReader(path: output)
+        var captured = 0
+        for batch in 0..<10 {
+            for i in 0..<8 where batch * 8 + i < 80 { ring.writer.publish(.mark, UInt64(batch * 8 + i)) }
+            let published = min(80, (batch + 1) * 8)
+            let taken = Deadline(seconds: 10)
+            while captured < published {
+                guard !taken.hasPassed else { return XCTFail("the recorder did not take batch \(batch)") }
+                var events: [Event] = []
+                try following.readNew(into: &events)
+                captured += events.filter { $0.kind == .mark }.count
+                if captured < published {
+                    var none: [pollfd] = []
+                    _ = try poll(&none, timeoutMilliseconds: 10)
+                }
+            }
         }
         let report = try record.readToEnd(within: 30)
         XCTAssertEqual(try record.wait(within: 30), .exited(0), report)

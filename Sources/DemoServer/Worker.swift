@@ -26,6 +26,9 @@ final class Worker {
     private var stopping = false
     private var requestsServed = 0
     private var molded: [pid_t] = []
+    /// One receive buffer for every connection (the loop reads one at a
+    /// time): not an allocation per read on the request path.
+    private var readBuffer = [UInt8](repeating: 0, count: 16 * 1024)
 
     struct Connection {
         let socket: Socket
@@ -137,11 +140,10 @@ final class Worker {
             connection.pending = []
         }
         if revents & Int16(POLLIN) != 0 || revents & Int16(POLLHUP) != 0 {
-            var chunk = [UInt8](repeating: 0, count: 16 * 1024)
-            let n = chunk.withUnsafeMutableBytes { raw in (try? connection.socket.receive(into: raw)) ?? -1 }
+            let n = readBuffer.withUnsafeMutableBytes { raw in (try? connection.socket.receive(into: raw)) ?? -1 }
             if n <= 0 && !(n < 0 && Errno.current == .wouldBlock) { return close(fd) }
             if n > 0 {
-                connection.parser.feed(chunk[..<n])
+                connection.parser.feed(readBuffer[..<n])
                 connection.lastActivity = Clock.monotonicNanoseconds()
             }
         }

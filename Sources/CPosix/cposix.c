@@ -5,6 +5,7 @@
 #include <pthread.h>
 
 _Atomic uint64_t fks_fork_counter = 0;
+_Atomic uint32_t fks_fork_generation_word = 0;
 _Thread_local struct fks_tid_cache fks_tid_cache = { 0, UINT64_MAX };
 static _Atomic int fork_counter_installed = 0;
 static _Atomic pid_t cached_pid = 0;

@@ -44,13 +44,36 @@ public final class AtForkRegistry: @unchecked Sendable {
         let hook: Hook
     }
 
-    /// One fork's snapshot of the entries, and the groups whose `before`
-    /// succeeded.
+    /// One fork's snapshot of the entries, split by stage, and whether each
+    /// group's `before` succeeded. Everything is computed before fork():
+    /// after it, each page either process writes is a copy-on-write fault
+    /// (several µs here), so the `parent` and `child` stages allocate
+    /// nothing and touch as little as they can.
     struct Run {
-        let entries: [Entry]
-        var succeeded: Set<UInt64> = []
+        let before: [Entry]
+        let parent: [Entry]
+        let child: [Entry]
+        /// Per `parent` entry: whether its `before` must succeed first
+        /// (its group has a `before` entry).
+        private let parentNeedsBefore: [Bool]
+        /// Groups whose `before` succeeded, in the order they ran.
+        private var succeeded: [UInt64] = []
 
-        func entries(_ stage: ForkStage) -> [Entry] { entries.filter { $0.handle.stage == stage } }
+        init(_ entries: [Entry]) {
+            before = entries.filter { $0.handle.stage == .before }
+            parent = entries.filter { $0.handle.stage == .parent }
+            child = entries.filter { $0.handle.stage == .child }
+            let groupsWithBefore = Set(before.map(\.handle.group))
+            parentNeedsBefore = parent.map { groupsWithBefore.contains($0.handle.group) }
+            succeeded.reserveCapacity(before.count)
+        }
+
+        mutating func beforeSucceeded(_ entry: Entry) { succeeded.append(entry.handle.group) }
+
+        /// Whether `parent` runs for the `parent` entry at `index`.
+        func parentRuns(_ index: Int) -> Bool {
+            !parentNeedsBefore[index] || succeeded.contains(parent[index].handle.group)
+        }
     }
 
     /// The process's registry, used by `Fork.fork()` by default.
@@ -116,14 +139,21 @@ public final class AtForkRegistry: @unchecked Sendable {
     }
 
     /// The entries as they are now: the list one fork works on throughout.
-    func beginRun() -> Run { lock.withLock { Run(entries: entries) } }
+    func beginRun() -> Run { Run(lock.withLock { entries }) }
+
+    /// The latest fork's run, released at the next fork's `prepare` rather
+    /// than after `parent`/`child`: freeing its arrays right after fork()
+    /// would write to pages both processes share, a copy-on-write fault
+    /// each. Called with `lock` held.
+    func keepUntilNextFork(_ run: Run) { lastRun = run }
+    private var lastRun: Run?
 
     /// Runs the run's `before` hooks, newest first, stopping at the first
     /// failure; records in `run` the groups whose `before` succeeded.
     func runBefore(_ run: inout Run, generation: UInt32) -> HookFailure? {
-        for entry in run.entries(.before).reversed() {
+        for entry in run.before.reversed() {
             if let failure = self.run(entry, generation: generation) { return failure }
-            run.succeeded.insert(entry.handle.group)
+            run.beforeSucceeded(entry)
         }
         return nil
     }
@@ -131,9 +161,8 @@ public final class AtForkRegistry: @unchecked Sendable {
     /// Runs the run's `parent` hooks in registration order for the groups
     /// whose `before` succeeded (and for groups that have no `before`).
     func runParent(_ run: Run, generation: UInt32) -> HookFailure? {
-        let groupsWithBefore = Set(run.entries(.before).map(\.handle.group))
         var first: HookFailure? = nil
-        for entry in run.entries(.parent) where run.succeeded.contains(entry.handle.group) || !groupsWithBefore.contains(entry.handle.group) {
+        for (index, entry) in run.parent.enumerated() where run.parentRuns(index) {
             if let failure = self.run(entry, generation: generation), first == nil { first = failure }
         }
         return first
@@ -142,14 +171,16 @@ public final class AtForkRegistry: @unchecked Sendable {
     /// Runs every one of the run's `child` hooks in registration order.
     func runChild(_ run: Run, generation: UInt32) -> HookFailure? {
         var first: HookFailure? = nil
-        for entry in run.entries(.child) {
+        for entry in run.child {
             if let failure = self.run(entry, generation: generation), first == nil { first = failure }
         }
         return first
     }
 
     private func run(_ entry: Entry, generation: UInt32) -> HookFailure? {
-        let start = Clock.monotonicNanoseconds()
+        // Timed only when published: in a fresh child the clock's code is
+        // three page faults away.
+        let start = Telemetry.writer == nil ? 0 : Clock.monotonicNanoseconds()
         do {
             try entry.hook()
             Telemetry.publish(.hookRun, generation: generation, entry.handle.stage.rawValue, entry.nameRef, Outcome.ok.rawValue, microsSince(start))

@@ -34,7 +34,7 @@ public enum Fork {
 
     /// How many `Fork.fork()`/`daemon()` children separate this process
     /// from the first one: the generation stamped on fork events.
-    nonisolated(unsafe) public private(set) static var generation: UInt32 = 0
+    public static var generation: UInt32 { fks_fork_generation() }
 
     /// before → fork() → parent or child.
     public static func fork(
@@ -56,6 +56,10 @@ public enum Fork {
         let registry: AtForkRegistry
         let run: AtForkRegistry.Run
         let started: UInt64
+        /// The forking process: the child's parent, known without a
+        /// syscall in the child (a libc function first called there is
+        /// bound lazily there, at the cost of a dozen page faults).
+        let parent: pid_t
     }
 
     /// The stages of `fork()` as pieces, for a fork() the host performs
@@ -70,7 +74,8 @@ public enum Fork {
         let started = Clock.monotonicNanoseconds()
         let run = try runBefore(registry)
         registry.lock.lock()
-        return Preparation(registry: registry, run: run, started: started)
+        registry.keepUntilNextFork(run)
+        return Preparation(registry: registry, run: run, started: started, parent: getpid())
     }
 
     /// The `parent` stage after fork() returned `pid`; with `pid < 0`,
@@ -91,7 +96,7 @@ public enum Fork {
     /// is re-initialised (never unlocked), then the generation advances.
     public static func completeInChild(_ preparation: Preparation) {
         preparation.registry.lock.reinitializeInChild()
-        enterChild(registry: preparation.registry, run: preparation.run, parent: getppid())
+        enterChild(registry: preparation.registry, run: preparation.run, parent: preparation.parent)
     }
 
     /// before → fork → setsid → fork → child, in the grandchild only. The
@@ -130,7 +135,7 @@ public enum Fork {
     private static func runBefore(_ registry: AtForkRegistry) throws(ForkError) -> AtForkRegistry.Run {
         let started = Clock.monotonicNanoseconds()
         var run = registry.beginRun()
-        Telemetry.publish(.forkBeforeStart, generation: generation, UInt64(run.entries(.before).count))
+        Telemetry.publish(.forkBeforeStart, generation: generation, UInt64(run.before.count))
         if let failure = registry.runBefore(&run, generation: generation) {
             Telemetry.publish(.forkBeforeEnd, generation: generation, Outcome.failed.rawValue, microsSince(started), 1)
             Telemetry.publish(.forkFailed, generation: generation, 0, ForkStage.before.rawValue)
@@ -142,7 +147,7 @@ public enum Fork {
     }
 
     private static func enterChild(registry: AtForkRegistry, run: AtForkRegistry.Run, parent: pid_t) {
-        generation += 1
+        fks_advance_fork_generation()
         Telemetry.publish(.forkChild, generation: generation, UInt64(pid: parent), UInt64(generation))
         _ = registry.runChild(run, generation: generation)
     }

@@ -11,7 +11,16 @@ import Posix
 ///
 /// Threads do not survive fork(): in the child the runtime never joins or
 /// unlocks what it inherited; it forgets the old threads, re-initialises
-/// its locks and starts fresh ones at the next generation.
+/// its locks and is running again at the next generation.
+///
+/// After a fork the threads start on first use — the first `submit`,
+/// `requestTick` or `startIfDeferred` — rather than inside the fork's
+/// `parent`/`child` stage, unless there is work already waiting (queued
+/// jobs, a requested tick, or the owner's `hasWork`). Creating threads in
+/// the fork path cost more than the rest of the hooks together (`forkscope
+/// bench fork`); a forked child that exits or execs at once (a subprocess
+/// spawn through fork) never pays for threads it would not use. This is
+/// dd-trace-rb's writer too: it restarts on the first write after a fork.
 public final class WorkerRuntime: @unchecked Sendable {
     public enum State: String, Sendable { case stopped, running, quiescing, quiesced }
 
@@ -21,6 +30,7 @@ public final class WorkerRuntime: @unchecked Sendable {
     public let workerCount: Int
     private let tickInterval: UInt64
     private let tick: Job?
+    private let hasWork: (() -> Bool)?
 
     // Lock order: a participant's send lock, then this lock.
     private let lock = Lock()
@@ -32,19 +42,34 @@ public final class WorkerRuntime: @unchecked Sendable {
     private var threads: [pthread_t] = []
     private var tickRequested = false
     private var busyWorkers = 0
-    /// The fork count when the threads were started: after a fork that
-    /// bypassed the hooks, `threads` names threads of another process.
+    /// The fork count when the threads were started (or deferred): after
+    /// a fork that bypassed the hooks, `threads` names threads of another
+    /// process.
     private var threadsForkCount: UInt64 = 0
+    /// 1 while running with threads deferred to first use; read without
+    /// the lock on the hot path of `startIfDeferred`.
+    private let deferred: UnsafeMutablePointer<UInt64> = {
+        let word = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
+        word.initialize(to: 0)
+        return word
+    }()
 
     /// - Parameters:
     ///   - name: short; threads are named `fks-<name><index>` (≤ 15 bytes).
     ///   - tickEvery: milliseconds between calls of `tick` on worker 0.
-    public init(name: String, workers: Int = 1, tickEvery milliseconds: UInt64 = 0, tick: Job? = nil) {
+    ///   - hasWork: whether the owner holds work for the tick (e.g. buffered
+    ///     spans), asked when the parent resumes after a fork: with work
+    ///     waiting the threads start at once, otherwise on first use. Called
+    ///     without this runtime's lock held.
+    public init(name: String, workers: Int = 1, tickEvery milliseconds: UInt64 = 0, tick: Job? = nil, hasWork: (() -> Bool)? = nil) {
         self.name = name
         workerCount = max(1, workers)
         tickInterval = milliseconds * 1_000_000
         self.tick = tick
+        self.hasWork = hasWork
     }
+
+    deinit { deferred.deallocate() }
 
     public var state: State { lock.withLock { _state } }
 
@@ -52,9 +77,14 @@ public final class WorkerRuntime: @unchecked Sendable {
     /// in the child of a fork that no hook handled (the second seed's
     /// failure: the exporter believes its flush thread runs, and it does
     /// not).
+    /// Threads deferred to first use count as existing: they start here
+    /// when needed.
     public var threadsExistHere: Bool {
         lock.withLock { _state == .running && threadsForkCount == fks_fork_count() }
     }
+    /// Whether the runtime runs with its threads not started yet (after a
+    /// fork, until first use).
+    public var threadsDeferred: Bool { fks_load_acquire_u64(deferred) != 0 }
     public var generation: UInt32 { lock.withLock { _generation } }
     /// The generation, read without the lock: only in a forked child before
     /// `rebuildInChild`, where the lock may have been copied held by a
@@ -79,6 +109,7 @@ public final class WorkerRuntime: @unchecked Sendable {
         lock.withLock {
             guard _state == .running || _state == .quiesced || _state == .quiescing else { return false }
             jobs.append(job)
+            startDeferredLocked()
             wake.broadcast()
             return true
         }
@@ -88,8 +119,17 @@ public final class WorkerRuntime: @unchecked Sendable {
     public func requestTick() {
         lock.withLock {
             tickRequested = true
+            startDeferredLocked()
             wake.broadcast()
         }
+    }
+
+    /// Starts the threads if they were deferred after a fork: one atomic
+    /// load when they run already. For owners whose work arrives other
+    /// than through `submit` (e.g. a writer's buffer, flushed by the tick).
+    public func startIfDeferred() {
+        guard fks_load_acquire_u64(deferred) != 0 else { return }
+        lock.withLock { startDeferredLocked() }
     }
 
     /// running → quiescing → quiesced: asks every worker to finish what it
@@ -99,6 +139,7 @@ public final class WorkerRuntime: @unchecked Sendable {
         let joining: [pthread_t] = lock.withLock {
             guard _state == .running else { return [] }
             _state = .quiescing
+            fks_store_release_u64(deferred, 0)
             wake.broadcast()
             // Never join threads of another process (an unhandled fork):
             // they do not exist here and the join would never return.
@@ -114,36 +155,48 @@ public final class WorkerRuntime: @unchecked Sendable {
         if !joining.isEmpty { Telemetry.publish(.runtimeQuiesce, generation: generation, UInt64(generation), UInt64(joining.count)) }
     }
 
-    /// quiesced → running in the parent after a fork: same generation.
+    /// quiesced → running in the parent after a fork: same generation. The
+    /// threads start now if work waits, otherwise on first use; the
+    /// `runtime.resume` event says how many started now.
     public func resume() {
-        let generation: UInt32? = lock.withLock {
+        let ownerHasWork = hasWork?() ?? false
+        let resumed: (generation: UInt32, started: Int)? = lock.withLock {
             guard _state == .quiesced else { return nil }
             _state = .running
-            spawnThreadsLocked()
-            return _generation
+            if ownerHasWork || tickRequested || jobHead < jobs.count {
+                spawnThreadsLocked()
+            } else {
+                deferThreadsLocked()
+            }
+            return (_generation, threads.count)
         }
-        if let generation { Telemetry.publish(.runtimeResume, generation: generation, UInt64(generation), UInt64(workerCount)) }
+        if let resumed { Telemetry.publish(.runtimeResume, generation: resumed.generation, UInt64(resumed.generation), UInt64(resumed.started)) }
     }
 
     /// In a forked child: the inherited threads do not exist here. Forget
     /// them without joining, re-initialise the locks, and — if the runtime
-    /// was in use in the parent — start fresh workers at generation + 1.
+    /// was in use in the parent — run at generation + 1, its fresh workers
+    /// starting on first use.
     public func rebuildInChild(reason: String) {
         lock.reinitializeInChild()
         wake.reinitializeInChild()
         let (from, to, dropped): (UInt32, UInt32, Int) = lock.withLock {
-            threads = []
+            // Emptied in place: freeing storage after fork() costs
+            // copy-on-write faults in the allocator's pages.
+            threads.removeAll(keepingCapacity: true)
             busyWorkers = 0
             // The parent's queued jobs are the parent's work: running them
             // here too would do it twice.
             let dropped = jobs.count - jobHead
-            jobs = []
+            jobs.removeAll(keepingCapacity: true)
             jobHead = 0
             let wasInUse = _state != .stopped
             let from = _generation
             _generation += 1
+            tickRequested = false
             _state = wasInUse ? .running : .stopped
-            if wasInUse { spawnThreadsLocked() }
+            fks_store_release_u64(deferred, 0)
+            if wasInUse { deferThreadsLocked() }
             return (from, _generation, dropped)
         }
         let why = dropped == 0 ? reason : "\(reason); \(dropped) queued job(s) of the parent not run here"
@@ -156,7 +209,20 @@ public final class WorkerRuntime: @unchecked Sendable {
         lock.withLock { _state = .stopped }
     }
 
+    private func deferThreadsLocked() {
+        threadsForkCount = fks_fork_count()
+        fks_store_release_u64(deferred, 1)
+    }
+
+    private func startDeferredLocked() {
+        // Deferred in this process: after a fork no hook handled, the flag
+        // is the parent's, and this process's runtime is not rebuilt yet.
+        guard fks_load_acquire_u64(deferred) != 0, _state == .running, threadsForkCount == fks_fork_count() else { return }
+        spawnThreadsLocked()
+    }
+
     private func spawnThreadsLocked() {
+        fks_store_release_u64(deferred, 0)
         threadsForkCount = fks_fork_count()
         for index in 0..<workerCount {
             let context = Unmanaged.passRetained(WorkerContext(runtime: self, index: index)).toOpaque()

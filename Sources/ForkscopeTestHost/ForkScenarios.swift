@@ -19,6 +19,7 @@ import Posix
 ///   fork-policy drain|cancel|drain:T   a send in flight when the fork starts
 ///   fork-late-send cancel|drain:T   the send begins only once `before` is past its cancel/drain step
 ///   fork-census              prints both pids, waits on stdin for the test's census
+///   fork-deferred            workers start on first use after a fork, at once when work waits
 enum ForkScenarios {
     static func run(_ mode: String, writer: RingWriter, arguments: [String]) -> Never {
         Telemetry.install(writer)
@@ -39,6 +40,7 @@ enum ForkScenarios {
             guard let policy = SendPolicy(parsing: argument), policy != .drain else { fail(64, "policy cancel or drain:T, not \(argument)") }
             sendBeginningLate(policy: policy)
         case "fork-census": census()
+        case "fork-deferred": deferredStart()
         default: fail(64, "unknown mode \(mode)")
         }
         exit(0)
@@ -187,6 +189,72 @@ enum ForkScenarios {
     }
 
     // MARK: fork-unhooked
+
+    /// After a hooked fork the runtime's threads start on first use — in
+    /// the child always, in the parent unless the owner has work waiting —
+    /// and a raw fork of a process whose threads were deferred starts
+    /// nothing until the fork is detected.
+    private static func deferredStart() {
+        let ownerHasWork = AtomicWord()
+        let runtime = WorkerRuntime(name: "exp", workers: 1, tickEvery: 1000, tick: {}, hasWork: { ownerHasWork.load() != 0 })
+        guard let participant = try? ForkParticipant(name: "exporter", policy: .drain, runtime: runtime) else { fail(92, "ForkParticipant: \(Errno.current)") }
+        runtime.start()
+        require(runtimeRunsAJob(runtime), 1, "the runtime did not run a job before the fork")
+        func workerThreads() -> Int { ownThreadNames().values.filter { $0.hasPrefix("fks-exp") }.count }
+
+        // 1. Nothing waits: no thread starts in either process's fork stage.
+        switch forkOrFail(2) {
+        case .child:
+            childRequire(runtime.state == .running && runtime.threadsDeferred && runtime.threadsExistHere, .threadsNotDeferred)
+            childRequire(workerThreads() == 0, .threadsNotDeferred)
+            childRequire(runtimeRunsAJob(runtime), .noJob)
+            childRequire(!runtime.threadsDeferred && workerThreads() == 1, .noJob)
+            _exit(0)
+        case .parent(let child):
+            require(runtime.threadsDeferred, 3, "the parent started its workers at resume with nothing waiting")
+            require(workerThreads() == 0, 4, "the parent has \(workerThreads()) worker threads right after the fork")
+            expectChildSuccess(child, step: 5)
+        }
+        // First use: `startIfDeferred` (a writer's enqueue) starts them.
+        runtime.startIfDeferred()
+        require(!runtime.threadsDeferred, 6, "startIfDeferred did not start the worker")
+        // (A worker names itself before its first job.)
+        require(runtimeRunsAJob(runtime) && workerThreads() == 1, 7, "the parent's runtime did not run a job on one worker")
+
+        // 2. The owner has work (e.g. buffered spans): the parent's
+        // workers start in the `parent` stage already.
+        ownerHasWork.store(1)
+        switch forkOrFail(8) {
+        case .child:
+            childRequire(runtime.threadsDeferred, .threadsNotDeferred)
+            _exit(0)
+        case .parent(let child):
+            require(!runtime.threadsDeferred, 9, "work waited, yet the parent's worker did not start at resume")
+            expectChildSuccess(child, step: 10)
+        }
+
+        // 3. A raw fork of a process whose workers are deferred: the child's
+        // flag is the parent's, and must start nothing until detection.
+        ownerHasWork.store(0)
+        switch forkOrFail(11) {
+        case .child: _exit(0)
+        case .parent(let child): expectChildSuccess(child, step: 12)
+        }
+        require(runtime.threadsDeferred, 13, "the parent's worker is not deferred")
+        let raw = Glibc.fork()
+        if raw == 0 {
+            enterForkedChild()
+            runtime.startIfDeferred()
+            childRequire(workerThreads() == 0 && !runtime.threadsExistHere, .threadsNotDeferred)
+            childRequire(participant.recoverFromUnhookedFork(), .recoveryNotDetected)
+            childRequire(runtime.generation == 2 && runtime.threadsDeferred, .runtimeGeneration)
+            childRequire(runtimeRunsAJob(runtime), .noJob)
+            _exit(0)
+        }
+        require(raw > 0, 14, "fork(): \(Errno.current)")
+        expectChildSuccess(raw, step: 15)
+        report("ok parent=\(getpid())")
+    }
 
     private static func unhookedFork() {
         let (runtime, participant) = exporter(workers: 2)

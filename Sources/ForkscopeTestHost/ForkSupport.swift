@@ -26,10 +26,11 @@ func require(_ condition: Bool, _ step: Int32, _ why: @autoclosure () -> String)
 enum ChildStep: Int32, CustomStringConvertible {
     case forkGeneration = 1, runtimeGeneration, runtimeNotRunning, noJob, jobInProgressAtFork, parentJobQueued
     case sendNotEnded, sendPermitRefused, sendCancelledInChild, recoveryNotDetected, recoveredTwice, quiescing, threadNames
-    case setup, daemonSession
+    case setup, daemonSession, threadsNotDeferred
 
     var description: String {
         switch self {
+        case .threadsNotDeferred: "the rebuilt runtime started threads before its first use"
         case .forkGeneration: "Fork.generation is not the parent's + 1"
         case .runtimeGeneration: "the runtime is not at generation + 1"
         case .runtimeNotRunning: "the rebuilt runtime is not running"

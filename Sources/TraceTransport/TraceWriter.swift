@@ -75,10 +75,12 @@ public final class TraceWriter: @unchecked Sendable {
         // flush interval itself is checked on each tick.
         let tickMilliseconds = min(100, configuration.flushIntervalMilliseconds)
         var flush: (() -> Void)?
-        runtime = WorkerRuntime(name: "flush", workers: 1, tickEvery: tickMilliseconds) { flush?() }
+        var hasWork: (() -> Bool)?
+        runtime = WorkerRuntime(name: "flush", workers: 1, tickEvery: tickMilliseconds, tick: { flush?() }, hasWork: { hasWork?() ?? false })
         transport = try Transport(endpoint: endpoint, policy: policy, runtime: runtime, timeouts: timeouts, registry: registry)
         lastFlush = Clock.monotonicNanoseconds()
         flush = { [unowned self] in self.tick() }
+        hasWork = { [unowned self] in self.lock.withLock { self.queuedSpans > 0 || self.retry != nil } }
         transport.afterChildReset = { [unowned self] in self.resetInChild() }
         runtime.start()
     }
@@ -109,7 +111,7 @@ public final class TraceWriter: @unchecked Sendable {
         if !accepted {
             Telemetry.publish(.spanDropped, UInt64(spans), (stopping ? DropReason.closed : .bufferFull).rawValue)
         }
-        if wake { runtime.requestTick() }
+        if wake { runtime.requestTick() } else if accepted { runtime.startIfDeferred() }
         return accepted
     }
 

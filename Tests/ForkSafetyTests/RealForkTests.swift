@@ -29,7 +29,9 @@ final class RealForkTests: XCTestCase {
         let quiesce = try XCTUnwrap(ring.of(.runtimeQuiesce, pid: parent).first)
         XCTAssertTrue(jobEnd.time < quiesce.time, "the quiesce completed once the job had ended")
 
-        assertFreshRuntime(in: ring, parent: parent, child: child)
+        // Nothing waited for the workers when the parent resumed: they
+        // started again on the parent's next job, not in the fork's path.
+        assertFreshRuntime(in: ring, parent: parent, child: child, startedAtResume: 0)
     }
 
     func testForkBetweenTwoJobsKeepsTheQueuedJobForTheParentAndGivesTheChildAFreshRuntime() throws {
@@ -37,7 +39,8 @@ final class RealForkTests: XCTestCase {
         try scenario.expectSuccess()
         let parent = try XCTUnwrap(scenario.reportedPid("parent")), child = try XCTUnwrap(scenario.reportedPid("child"))
         let ring = try scenario.events()
-        assertFreshRuntime(in: ring, parent: parent, child: child)
+        // A job queued while quiesced waits: the workers start at resume.
+        assertFreshRuntime(in: ring, parent: parent, child: child, startedAtResume: 2)
 
         // Each stage's hooks, by name and stage: both `before` hooks
         // (newest first) then `parent` in the parent, `child` in the child
@@ -58,8 +61,11 @@ final class RealForkTests: XCTestCase {
     /// `runtime.quiesce` and `runtime.resume` at generation 1 and
     /// `fork.parent` in the parent; `fork.child` (generation 1) and
     /// `runtime.rebuild` 1 → 2 in the child, whose new workers start at
-    /// generation 2 and run a job there.
-    private func assertFreshRuntime(in ring: RingEvents, parent: pid_t, child: pid_t, file: StaticString = #filePath, line: UInt = #line) {
+    /// generation 2 — on its first job, not in the fork — and run it.
+    /// `startedAtResume`: the parent's workers started by `runtime.resume`
+    /// itself (0 when no work waited: they start on first use).
+    private func assertFreshRuntime(in ring: RingEvents, parent: pid_t, child: pid_t, startedAtResume: UInt64,
+                                    file: StaticString = #filePath, line: UInt = #line) {
         let kinds = ring.events.filter { $0.pid == parent && $0.kind != .mark && $0.kind != .threadStart && $0.kind != .threadStop && $0.kind != .hookRun }
             .compactMap(\.kind).drop { $0 != .forkBeforeStart }
         XCTAssertEqual(Array(kinds.prefix(5)), [.forkBeforeStart, .runtimeQuiesce, .forkBeforeEnd, .forkParent, .runtimeResume], ring.summary, file: file, line: line)
@@ -68,7 +74,10 @@ final class RealForkTests: XCTestCase {
         XCTAssertEqual(quiesce?.a1, 2, "two workers joined", file: file, line: line)
         let resume = ring.of(.runtimeResume, pid: parent).first
         XCTAssertEqual(resume?.a0, 1, "the parent resumes at the same generation", file: file, line: line)
-        XCTAssertEqual(resume?.a1, 2, file: file, line: line)
+        XCTAssertEqual(resume?.a1, startedAtResume, "workers started at resume", file: file, line: line)
+        let parentStarts = ring.of(.threadStart, pid: parent).filter { $0.time > (resume?.time ?? .max) }
+        // (The scenario may end before the second one has started.)
+        XCTAssertFalse(parentStarts.isEmpty, "the parent's workers started again after the fork", file: file, line: line)
         XCTAssertEqual(ring.of(.forkParent, pid: parent).first?.a0, UInt64(child), file: file, line: line)
         XCTAssertEqual(ring.of(.forkBeforeEnd, pid: parent).first?.a0, Outcome.ok.rawValue, file: file, line: line)
 
@@ -81,6 +90,7 @@ final class RealForkTests: XCTestCase {
         XCTAssertEqual(rebuild?.a1, 2, "to generation 2", file: file, line: line)
         XCTAssertEqual(rebuild?.generation, 2, file: file, line: line)
         XCTAssertEqual(ring.of(.threadStart, pid: child).map(\.generation), [2, 2], "two fresh workers at generation 2", file: file, line: line)
+        XCTAssertTrue(ring.of(.threadStart, pid: child).allSatisfy { $0.time > (rebuild?.time ?? .max) }, "started after the rebuild", file: file, line: line)
         let childJobs = ring.of(.mark, pid: child).filter { $0.a0 == mark.jobRan }
         XCTAssertEqual(childJobs.map(\.a2), [2], "the child's workers ran a job at generation 2", file: file, line: line)
         XCTAssertTrue(childJobs.allSatisfy { $0.tid != child }, "on a worker thread, not main", file: file, line: line)
@@ -274,6 +284,16 @@ final class RealForkTests: XCTestCase {
     }
 
     // MARK: thread census
+
+    func testWorkersStartOnFirstUseAfterAForkAndAtOnceWhenWorkWaits() throws {
+        let scenario = try ForkScenario("fork-deferred")
+        try scenario.expectSuccess()
+        let parent = try XCTUnwrap(scenario.reportedPid("parent"))
+        let ring = try scenario.events()
+        // Three hooked forks: resumed with 0, 1 (work waited), 0 workers started.
+        XCTAssertEqual(ring.of(.runtimeResume, pid: parent).map(\.a1), [0, 1, 0], ring.summary)
+        XCTAssertEqual(ring.of(.forkDetectedWithoutHooks).count, 1, ring.summary)
+    }
 
     func testParentAndChildHaveOnlyTheMainThreadAndOurNamedThreads() throws {
         let scenario = try ForkScenario("fork-census")

@@ -79,6 +79,18 @@ static inline void fks_fence_release(void) { atomic_thread_fence(memory_order_re
 // value is one load: cheaper than getpid() (~190 ns measured here).
 
 extern _Atomic uint64_t fks_fork_counter;
+
+/// How many hooked forks (`Fork.fork()`/`daemon()`) separate this process
+/// from the first one. A C global, not a Swift `static var`: a Swift
+/// global's lazy initialisation and exclusivity checks run code and touch
+/// pages that, in a freshly forked child, each cost a page fault.
+extern _Atomic uint32_t fks_fork_generation_word;
+static inline uint32_t fks_fork_generation(void) {
+    return atomic_load_explicit(&fks_fork_generation_word, memory_order_relaxed);
+}
+static inline void fks_advance_fork_generation(void) {
+    atomic_fetch_add_explicit(&fks_fork_generation_word, 1, memory_order_relaxed);
+}
 /// The number of fork()s this process's ancestry went through since the
 /// counter was installed; differs in a child from the value its parent saw.
 static inline uint64_t fks_fork_count(void) {

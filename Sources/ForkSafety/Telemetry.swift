@@ -8,7 +8,7 @@ import Posix
 public enum Telemetry {
     // Written once before threads start; read-only afterwards, so plain
     // reads are race-free. A forked child inherits it with the mapping.
-    @exclusivity(unchecked) nonisolated(unsafe) private static var installed: RingWriter? = nil
+    nonisolated(unsafe) private static var installed: RingWriter? = nil
 
     public static func install(_ writer: RingWriter?) { installed = writer }
 

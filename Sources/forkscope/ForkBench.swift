@@ -25,8 +25,8 @@ struct ForkBench: ParsableCommand {
     @Option(help: "Cancel-to-wake rounds.")
     var wakes = 2000
 
-    @Option(help: "Worker threads in the exporter's runtime.")
-    var workers = 2
+    @Option(help: "Worker threads in the exporter's runtime (the trace writer's has one: its flush thread).")
+    var workers = 1
 
     @Flag(help: "Run even in a debug build (figures are then meaningless).")
     var allowDebug = false

@@ -25,7 +25,7 @@ final class ForkBenchCommandTests: XCTestCase {
         }
         let json = lines.filter { $0.hasPrefix("{") }
         XCTAssertEqual(json.count, 1, output)
-        for key in ["\"bench\":\"fork\"", "\"bare_p50_us\":", "\"idle_p99_us\":", "\"busy_p50_us\":", "\"hooks_added_p50_us\":", "\"cancel_wake_p99_us\":"] {
+        for key in ["\"bench\":\"fork\"", "\"bare_p50_us\":", "\"idle_p99_us\":", "\"busy_p50_us\":", "\"hooks_added_p50_us\":", "\"hooks_added_paired_p50_us\":", "\"cancel_wake_p99_us\":"] {
             XCTAssertTrue(json.first?.contains(key) == true, "\(key) missing: \(json)")
         }
     }

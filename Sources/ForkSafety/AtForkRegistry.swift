@@ -8,6 +8,12 @@ public struct HookFailure: Error, Equatable, CustomStringConvertible {
     public let name: String
     public let message: String
     public var description: String { "at-fork \(stage.name) hook \"\(name)\" failed: \(message)" }
+
+    init(_ entry: borrowing AtForkRegistry.Entry, _ error: any Error) {
+        stage = entry.handle.stage
+        name = entry.name
+        message = "\(error)"
+    }
 }
 
 /// Handle to one registered hook. Removing it twice, or removing a handle
@@ -151,9 +157,9 @@ public final class AtForkRegistry: @unchecked Sendable {
     /// Runs the run's `before` hooks, newest first, stopping at the first
     /// failure; records in `run` the groups whose `before` succeeded.
     func runBefore(_ run: inout Run, generation: UInt32) -> HookFailure? {
-        for entry in run.before.reversed() {
-            if let failure = self.run(entry, generation: generation) { return failure }
-            run.beforeSucceeded(entry)
+        for index in run.before.indices.reversed() {
+            if let error = runOne(run.before[index], generation: generation) { return HookFailure(run.before[index], error) }
+            run.beforeSucceeded(run.before[index])
         }
         return nil
     }
@@ -162,8 +168,8 @@ public final class AtForkRegistry: @unchecked Sendable {
     /// whose `before` succeeded (and for groups that have no `before`).
     func runParent(_ run: Run, generation: UInt32) -> HookFailure? {
         var first: HookFailure? = nil
-        for (index, entry) in run.parent.enumerated() where run.parentRuns(index) {
-            if let failure = self.run(entry, generation: generation), first == nil { first = failure }
+        for index in run.parent.indices where run.parentRuns(index) {
+            if let error = runOne(run.parent[index], generation: generation), first == nil { first = HookFailure(run.parent[index], error) }
         }
         return first
     }
@@ -171,23 +177,33 @@ public final class AtForkRegistry: @unchecked Sendable {
     /// Runs every one of the run's `child` hooks in registration order.
     func runChild(_ run: Run, generation: UInt32) -> HookFailure? {
         var first: HookFailure? = nil
-        for entry in run.child {
-            if let failure = self.run(entry, generation: generation), first == nil { first = failure }
+        for index in run.child.indices {
+            if let error = runOne(run.child[index], generation: generation), first == nil { first = HookFailure(run.child[index], error) }
         }
         return first
     }
 
-    private func run(_ entry: Entry, generation: UInt32) -> HookFailure? {
+    /// The `child` stage as `Fork` runs it in a new process: the same runs
+    /// and events, without building the failure nobody reads there (its
+    /// destruction alone ran generic runtime code, paged in by the child).
+    func runChildHooks(_ run: Run, generation: UInt32) {
+        for index in run.child.indices { _ = runOne(run.child[index], generation: generation) }
+    }
+
+    /// Runs one hook and publishes the run; returns what it threw. Entries
+    /// are borrowed, not copied: a copy retains the name and the closure,
+    /// writes a forked child pays for in page faults.
+    private func runOne(_ entry: borrowing Entry, generation: UInt32) -> (any Error)? {
         // Timed only when published: in a fresh child the clock's code is
         // three page faults away.
-        let start = Telemetry.writer == nil ? 0 : Clock.monotonicNanoseconds()
-        do {
-            try entry.hook()
-            Telemetry.publish(.hookRun, generation: generation, entry.handle.stage.rawValue, entry.nameRef, Outcome.ok.rawValue, microsSince(start))
-            return nil
-        } catch {
-            Telemetry.publish(.hookRun, generation: generation, entry.handle.stage.rawValue, entry.nameRef, Outcome.failed.rawValue, microsSince(start))
-            return HookFailure(stage: entry.handle.stage, name: entry.name, message: "\(error)")
+        let observed = Telemetry.writer != nil
+        let start = observed ? Clock.monotonicNanoseconds() : 0
+        var thrown: (any Error)? = nil
+        do { try entry.hook() } catch { thrown = error }
+        if observed {
+            Telemetry.publish(.hookRun, generation: generation, entry.handle.stage.rawValue, entry.nameRef,
+                              (thrown == nil ? Outcome.ok : .failed).rawValue, microsSince(start))
         }
+        return thrown
     }
 }

@@ -149,7 +149,7 @@ public enum Fork {
     private static func enterChild(registry: AtForkRegistry, run: AtForkRegistry.Run, parent: pid_t) {
         fks_advance_fork_generation()
         Telemetry.publish(.forkChild, generation: generation, UInt64(pid: parent), UInt64(generation))
-        _ = registry.runChild(run, generation: generation)
+        registry.runChildHooks(run, generation: generation)
     }
 
     private static func redirectStandardStreams(to logPath: String?) {

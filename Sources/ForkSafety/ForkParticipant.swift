@@ -98,12 +98,16 @@ public final class ForkParticipant: @unchecked Sendable {
         quiescing = .allocate(capacity: 1)
         quiescing.initialize(to: 0)
         pidAtLastCheck = getpid()
-        // Hooks capture the participant weakly: the registry must not keep
-        // a closed exporter alive (dd-trace-rb's finalizer lesson).
+        // Hooks reach the participant weakly: the registry must not keep a
+        // closed exporter alive (dd-trace-rb's finalizer lesson). Through an
+        // immutable holder rather than a `[weak self]` capture, which is a
+        // mutable box with a dynamic exclusivity check on each call — code
+        // a forked child would otherwise page in during its `child` stage.
+        let target = WeakParticipant(self)
         handles = registry.register([
-            (.before, { [weak self] in try self?.before() }),
-            (.parent, { [weak self] in self?.parent() }),
-            (.child, { [weak self] in self?.child() }),
+            (.before, { try target.participant?.before() }),
+            (.parent, { target.participant?.parent() }),
+            (.child, { target.participant?.child() }),
         ], name: name)
     }
 
@@ -226,4 +230,9 @@ public final class ForkParticipant: @unchecked Sendable {
         resetInChild?()
         runtime?.rebuildInChild(reason: reason)
     }
+}
+
+private final class WeakParticipant: Sendable {
+    weak let participant: ForkParticipant?
+    init(_ participant: ForkParticipant) { self.participant = participant }
 }

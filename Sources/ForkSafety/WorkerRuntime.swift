@@ -35,17 +35,20 @@ public final class WorkerRuntime: @unchecked Sendable {
     // Lock order: a participant's send lock, then this lock.
     private let lock = Lock()
     private let wake = Condition()
-    private var _state: State = .stopped
-    private var _generation: UInt32 = 1
-    private var jobs: [Job] = []
-    private var jobHead = 0
-    private var threads: [pthread_t] = []
-    private var tickRequested = false
-    private var busyWorkers = 0
+    // Guarded by `lock`. `@exclusivity(unchecked)`: the lock already
+    // serialises every access, and the runtime's dynamic check, first run
+    // in a forked child during `rebuildInChild`, paged in code there.
+    @exclusivity(unchecked) private var _state: State = .stopped
+    @exclusivity(unchecked) private var _generation: UInt32 = 1
+    @exclusivity(unchecked) private var jobs: [Job] = []
+    @exclusivity(unchecked) private var jobHead = 0
+    @exclusivity(unchecked) private var threads: [pthread_t] = []
+    @exclusivity(unchecked) private var tickRequested = false
+    @exclusivity(unchecked) private var busyWorkers = 0
     /// The fork count when the threads were started (or deferred): after
     /// a fork that bypassed the hooks, `threads` names threads of another
     /// process.
-    private var threadsForkCount: UInt64 = 0
+    @exclusivity(unchecked) private var threadsForkCount: UInt64 = 0
     /// 1 while running with threads deferred to first use; read without
     /// the lock on the hot path of `startIfDeferred`.
     private let deferred: UnsafeMutablePointer<UInt64> = {
@@ -181,14 +184,15 @@ public final class WorkerRuntime: @unchecked Sendable {
         lock.reinitializeInChild()
         wake.reinitializeInChild()
         let (from, to, dropped): (UInt32, UInt32, Int) = lock.withLock {
-            // Emptied in place: freeing storage after fork() costs
-            // copy-on-write faults in the allocator's pages.
-            threads.removeAll(keepingCapacity: true)
+            // Emptied in place, and only when not empty: freeing storage or
+            // running the destroy loop after fork() pages in the allocator
+            // and the runtime's array code, a fault each in the child.
+            if !threads.isEmpty { threads.removeAll(keepingCapacity: true) }
             busyWorkers = 0
             // The parent's queued jobs are the parent's work: running them
             // here too would do it twice.
             let dropped = jobs.count - jobHead
-            jobs.removeAll(keepingCapacity: true)
+            if !jobs.isEmpty { jobs.removeAll(keepingCapacity: true) }
             jobHead = 0
             let wasInUse = _state != .stopped
             let from = _generation

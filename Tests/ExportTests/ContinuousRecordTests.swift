@@ -18,13 +18,18 @@ final class ContinuousRecordTests: XCTestCase {
         // The capture is a ring being written as we go: read it live to know
         // when the recorder has taken each batch before the next one could
         // lap the 16-slot source (80 marks: five windows).
+        // The file appears before its header is written: open it once the
+        // reader accepts it.
         let created = Deadline(seconds: 10)
-        while !FileSystem.exists(output) {
+        var opened: RingReader? = nil
+        while opened == nil {
+            opened = try? RingReader(path: output)
+            guard opened == nil else { break }
             guard !created.hasPassed else { return XCTFail("record did not create \(output)") }
             var none: [pollfd] = []
             _ = try poll(&none, timeoutMilliseconds: 10)
         }
-        let following = try RingReader(path: output)
+        let following = try XCTUnwrap(opened)
         var captured = 0
         for batch in 0..<10 {
             for i in 0..<8 where batch * 8 + i < 80 { ring.writer.publish(.mark, UInt64(batch * 8 + i)) }

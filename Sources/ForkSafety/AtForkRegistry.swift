@@ -59,26 +59,30 @@ public final class AtForkRegistry: @unchecked Sendable {
         let before: [Entry]
         let parent: [Entry]
         let child: [Entry]
-        /// Per `parent` entry: whether its `before` must succeed first
-        /// (its group has a `before` entry).
-        private let parentNeedsBefore: [Bool]
-        /// Groups whose `before` succeeded, in the order they ran.
-        private var succeeded: [UInt64] = []
+        /// Per `parent` entry: the index in `before` of its group's
+        /// `before` entry, or nil when its group has none.
+        private let beforeIndex: [Int?]
+        /// `before` runs from the last entry down and stops at the first
+        /// failure, so the entries that succeeded are `before[succeededFrom...]`.
+        private var succeededFrom: Int
 
         init(_ entries: [Entry]) {
             before = entries.filter { $0.handle.stage == .before }
             parent = entries.filter { $0.handle.stage == .parent }
             child = entries.filter { $0.handle.stage == .child }
-            let groupsWithBefore = Set(before.map(\.handle.group))
-            parentNeedsBefore = parent.map { groupsWithBefore.contains($0.handle.group) }
-            succeeded.reserveCapacity(before.count)
+            var indexOfGroup: [UInt64: Int] = [:]
+            for (index, entry) in before.enumerated() { indexOfGroup[entry.handle.group] = index }
+            beforeIndex = parent.map { indexOfGroup[$0.handle.group] }
+            succeededFrom = before.count
         }
 
-        mutating func beforeSucceeded(_ entry: Entry) { succeeded.append(entry.handle.group) }
+        /// Records that `before[index]` succeeded (they run from the last down).
+        mutating func beforeSucceeded(at index: Int) { succeededFrom = index }
 
         /// Whether `parent` runs for the `parent` entry at `index`.
         func parentRuns(_ index: Int) -> Bool {
-            !parentNeedsBefore[index] || succeeded.contains(parent[index].handle.group)
+            guard let own = beforeIndex[index] else { return true }
+            return own >= succeededFrom
         }
     }
 
@@ -159,7 +163,7 @@ public final class AtForkRegistry: @unchecked Sendable {
     func runBefore(_ run: inout Run, generation: UInt32) -> HookFailure? {
         for index in run.before.indices.reversed() {
             if let error = runOne(run.before[index], generation: generation) { return HookFailure(run.before[index], error) }
-            run.beforeSucceeded(run.before[index])
+            run.beforeSucceeded(at: index)
         }
         return nil
     }

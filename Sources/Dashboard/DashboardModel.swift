@@ -281,13 +281,16 @@ public struct DashboardModel: Sendable, Equatable {
             let generation = UInt32(truncatingIfNeeded: e.a1)
             processes[i].runtimeGeneration = generation
             processes[i].timeline.add(Mark(time: t, kind: .rebuild(generation: generation)))
+            processes[i].threadsDeferred = true
             processes[i].markRunning()
         case .runtimeResume:
             processes[i].runtimeGeneration = UInt32(truncatingIfNeeded: e.a0)
+            processes[i].threadsDeferred = e.a1 == 0
             if !processes[i].state.isEnded { processes[i].state = .running }
             processes[i].timeline.closeQuiesce(at: t)
         case .threadStart:
             processes[i].threads += 1
+            processes[i].threadsDeferred = false
             processes[i].markRunning()
         case .threadStop:
             processes[i].threads = max(0, processes[i].threads - 1)

@@ -487,7 +487,7 @@ struct Renderer {
         if !p.children.isEmpty { identity += dot + "\(p.children.count) child" + (p.children.count == 1 ? "" : "ren") }
         lines.append((identity, .normal))
         var state = "\(p.state.label)" + dot + "runtime g\(p.runtimeGeneration)" + dot + "fork depth \(p.forkGeneration)"
-        if p.threads > 0 { state += dot + "\(p.threads) thr" }
+        if p.threads > 0 { state += dot + "\(p.threads) thr" } else if p.threadsDeferred { state += dot + "threads on first use" }
         lines.append((state, p.state == .gone ? .error : .normal))
         if let send = p.inFlight {
             let age = frame.now > send.start ? frame.now - send.start : 0

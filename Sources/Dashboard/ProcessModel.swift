@@ -266,6 +266,10 @@ public struct ProcessModel: Equatable, Sendable {
     public var hooks: [HookRun] = []
     public var registeredHooks = 0
     public var threads = 0
+    /// After a fork its runtime's threads start on first use
+    /// (`runtime.resume` with none started, or `runtime.rebuild`), until a
+    /// `thread.start`.
+    public var threadsDeferred = false
     public var lastSend: Send?
     public var sendsOK = 0
     public var sendsCancelled = 0

@@ -187,6 +187,26 @@ final class DashboardModelTests: XCTestCase {
         XCTAssertEqual(r.model.processIndex(pid: getpid()), 1)
     }
 
+    func testThreadsDeferredAfterAForkUntilTheFirstThreadStarts() throws {
+        let r = try ScratchRing()
+        r.publish(1, .threadStart, UInt64(getpid()), r.w.intern("fks-flush0"))
+        r.publish(2, .runtimeQuiesce, 1, 1)
+        r.publish(3, .threadStop, UInt64(getpid()), r.w.intern("fks-flush0"))
+        r.publish(4, .runtimeResume, 1, 0)
+        try r.fold()
+        XCTAssertEqual(r.me.threads, 0)
+        XCTAssertTrue(r.me.threadsDeferred, "resumed with no thread started: they start on first use")
+        r.publish(5, .threadStart, UInt64(getpid()), r.w.intern("fks-flush0"))
+        try r.fold()
+        XCTAssertEqual(r.me.threads, 1)
+        XCTAssertFalse(r.me.threadsDeferred)
+        r.publish(6, .runtimeQuiesce, 1, 1)
+        r.publish(7, .threadStop, UInt64(getpid()), r.w.intern("fks-flush0"))
+        r.publish(8, .runtimeResume, 1, 1)
+        try r.fold()
+        XCTAssertFalse(r.me.threadsDeferred, "work waited: the thread started at resume")
+    }
+
     func testAnOutcomeWhoseStartWasLostIsDrawnFromItsDuration() throws {
         let r = try ScratchRing()
         r.publish(1000, .sendCancel, 7, CancelReason.shutdown.rawValue, 250_000, 4)

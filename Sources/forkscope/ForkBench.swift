@@ -66,8 +66,10 @@ struct ForkBench: ParsableCommand {
         // After a fork the parent's workers start again on first use; the
         // idle row gives each fork live, idle workers to join (a job runs
         // and finishes first, outside the timed part).
-        let idleRows = measureForks([{ Glibc.fork() }, { hookedFork(stagesOnly) }, { hookedFork(.shared) }],
-                                    prepare: [{}, {}, { wakeWorkers(runtime) }])
+        let idleStages = StageTimes()
+        defer { idleStages.release() }
+        let idleRows = measureForks([{ Glibc.fork() }, { hookedFork(stagesOnly) }, { hookedFork(.shared, timing: idleStages) }],
+                                    prepare: [{}, {}, { wakeWorkers(runtime) }], afterWait: [{}, {}, { idleStages.childExited() }])
         let (bare, stages, idle) = (idleRows[0], idleRows[1], idleRows[2])
 
         // One chain of jobs: a worker is always mid-job, and a core is left
@@ -107,6 +109,9 @@ struct ForkBench: ParsableCommand {
                   + pad(index == 0 ? "" : signed(delta), 14, right: true) + pad(paired, 14, right: true) + pad(faults, 22, right: true))
         }
         print(pad("cancel → blocked waiter returns", 40) + pad(fixed(wake.p50, 1), 10, right: true) + pad(fixed(wake.p99, 1), 10, right: true))
+        let stageTimes = idleStages.p50(last: iterations)
+        print("idle runtime, stage by stage (p50 µs): before \(fixed(stageTimes.before, 1)) (stops and joins the workers), "
+              + "parent \(fixed(stageTimes.parent, 1)), child \(fixed(stageTimes.child, 1)) (timed in the child)")
         print("busy runtime: a worker always mid-job; \(jobs) jobs of 20 µs ran during its forks")
         print("targets: hooks add ≤ 100 µs p50 to an idle fork: \(signed(addedP50)) µs, paired (\(addedP50 <= 100 ? "met" : "missed")); "
               + "cancel-to-wake p99 < 200 µs: \(fixed(wake.p99, 1)) µs (\(wake.p99 < 200 ? "met" : "missed"))")
@@ -115,6 +120,7 @@ struct ForkBench: ParsableCommand {
               + "\"stages_p50_us\":\(fixed(stages.p50, 1)),\"stages_p99_us\":\(fixed(stages.p99, 1)),"
               + "\"idle_p50_us\":\(fixed(idle.p50, 1)),\"idle_p99_us\":\(fixed(idle.p99, 1)),"
               + "\"busy_p50_us\":\(fixed(busy.p50, 1)),\"busy_p99_us\":\(fixed(busy.p99, 1)),"
+              + "\"idle_stage_p50_us\":{\"before\":\(fixed(stageTimes.before, 1)),\"parent\":\(fixed(stageTimes.parent, 1)),\"child\":\(fixed(stageTimes.child, 1))},"
               + "\"hooks_added_p50_us\":\(fixed(idle.p50 - bare.p50, 1)),\"hooks_added_paired_p50_us\":\(fixed(addedP50, 1)),"
               + "\"faults_per_fork\":{\"bare\":[\(faultPair(bare))],\"no_runtime\":[\(faultPair(stages))],\"idle\":[\(faultPair(idle))],\"busy\":[\(faultPair(busy))]},"
               + "\"cancel_wake_rounds\":\(wakes),\"cancel_wake_p50_us\":\(fixed(wake.p50, 1)),\"cancel_wake_p99_us\":\(fixed(wake.p99, 1))}")
@@ -125,7 +131,7 @@ struct ForkBench: ParsableCommand {
     /// at once.
     /// Also counts minor page faults per fork, in the parent and in the
     /// child (copy-on-write: every page either touches after fork() costs one).
-    private func measureForks(_ forks: [() -> pid_t], prepare: [() -> Void] = []) -> [Percentiles] {
+    private func measureForks(_ forks: [() -> pid_t], prepare: [() -> Void] = [], afterWait: [() -> Void] = []) -> [Percentiles] {
         var samples = [[Double]](repeating: [], count: forks.count)
         var faults = [(parent: Int, child: Int)](repeating: (0, 0), count: forks.count)
         for index in -5..<iterations {
@@ -138,6 +144,7 @@ struct ForkBench: ParsableCommand {
                 guard pid > 0 else { Failure.exit("fork failed: \(Errno.current)", code: 1) }
                 guard (try? ProcessControl.wait(for: pid)) != nil else { Failure.exit("waitpid(\(pid)) failed: \(Errno.current)", code: 1) }
                 let end = Clock.monotonicNanoseconds()
+                if variant < afterWait.count { afterWait[variant]() }
                 guard index >= 0 else { continue }
                 samples[variant].append(Double(end - start) / 1000)
                 faults[variant].parent += minorFaults(RUSAGE_SELF) - parentBefore
@@ -174,6 +181,45 @@ struct ForkBench: ParsableCommand {
     }
 }
 
+/// How long each stage of a hooked fork took: `before` and `parent` in the
+/// parent, `child` measured in the child and handed back through a shared
+/// page (the child has no other way out but its exit status).
+private final class StageTimes {
+    private(set) var before: [Double] = []
+    private(set) var parent: [Double] = []
+    private(set) var child: [Double] = []
+    private let word: UnsafeMutablePointer<UInt64>
+
+    init() {
+        guard let page = mmap(nil, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0), page != MAP_FAILED else {
+            Failure.exit("mmap: \(Errno.current)", code: 1)
+        }
+        word = page.bindMemory(to: UInt64.self, capacity: 1)
+        word.pointee = 0
+    }
+
+    func release() { munmap(word, 4096) }
+
+    /// In the child, just before it leaves.
+    func childStage(nanoseconds: UInt64) { fks_store_release_u64(word, nanoseconds) }
+
+    func parentStages(before: UInt64, parent: UInt64) {
+        self.before.append(Double(before) / 1000)
+        self.parent.append(Double(parent) / 1000)
+    }
+
+    /// After the parent reaped the child: its stage's time.
+    func childExited() {
+        child.append(Double(fks_load_acquire_u64(word)) / 1000)
+        fks_store_release_u64(word, 0)
+    }
+
+    /// The measured forks only (after the warm-up rounds).
+    func p50(last count: Int) -> (before: Double, parent: Double, child: Double) {
+        (Percentiles(before.suffix(count)).p50, Percentiles(parent.suffix(count)).p50, Percentiles(child.suffix(count)).p50)
+    }
+}
+
 /// Makes sure the runtime's workers run here and are idle: one job runs
 /// to its end (starting the threads if a fork deferred them).
 private func wakeWorkers(_ runtime: WorkerRuntime) {
@@ -195,12 +241,29 @@ private func faultPair(_ figures: Percentiles) -> String {
 }
 
 /// `Fork.fork()` as a pid: 0 in the child, the child's pid in the parent.
-private func hookedFork(_ registry: AtForkRegistry) -> pid_t {
+private func hookedFork(_ registry: AtForkRegistry, timing: StageTimes? = nil) -> pid_t {
     do {
-        switch try Fork.fork(registry: registry) {
-        case .child: return 0
-        case .parent(let child): return child
+        guard let timing else {
+            switch try Fork.fork(registry: registry) {
+            case .child: return 0
+            case .parent(let child): return child
+            }
         }
+        // The same stages as Fork.fork(), each timed.
+        let start = Clock.monotonicNanoseconds()
+        let preparation = try Fork.prepare(registry: registry)
+        let prepared = Clock.monotonicNanoseconds()
+        let pid = Glibc.fork()
+        if pid == 0 {
+            let entered = Clock.monotonicNanoseconds()
+            Fork.completeInChild(preparation)
+            timing.childStage(nanoseconds: Clock.monotonicNanoseconds() - entered)
+            return 0
+        }
+        let returned = Clock.monotonicNanoseconds()
+        try Fork.completeInParent(preparation, child: pid, error: .current)
+        timing.parentStages(before: prepared - start, parent: Clock.monotonicNanoseconds() - returned)
+        return pid
     } catch {
         Failure.exit("Fork.fork(): \(error)", code: 1)
     }

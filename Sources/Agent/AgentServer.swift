@@ -44,6 +44,8 @@ public final class AgentServer {
     var slowBodyIntervalMilliseconds: UInt64
     var nextHoldSequence: UInt64 = 1
     var statistics = AgentStatistics()
+    /// Reused for every traces request: its buffers keep their capacity.
+    var census = TraceCensus()
     /// `/info` body and its hash (the `Datadog-Agent-State` header), built once.
     let infoBody: [UInt8]
     let agentState: String

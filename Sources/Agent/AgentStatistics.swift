@@ -1,10 +1,81 @@
 import Wire
 
-/// A span's identity at the agent: a tracer that re-sends a payload sends
-/// the same (trace id, span id) pairs again.
-struct SpanKey: Hashable {
-    let traceID: UInt64
-    let spanID: UInt64
+/// The (trace id, span id) pairs the agent has seen: a tracer that
+/// re-sends a payload sends the same pairs again, so a pair seen before is
+/// a duplicate.
+///
+/// Open addressing over two flat arrays, not a `Set` of a struct: under
+/// `wrk` the agent inserts a few hundred thousand pairs a second, and a
+/// `Set`'s seeded SipHash of 16 bytes plus its generic probing was most of
+/// the agent's CPU on a machine it shares with the server it measures.
+struct SpanKeySet: Sendable {
+    /// Slot i is the pair (`pairs[2i]`, `pairs[2i+1]`): both ids on one
+    /// cache line, so a probe of a table far larger than the cache costs
+    /// one miss, not two.
+    private var pairs: [UInt64]
+    /// (0, 0) marks a free slot; the pair (0, 0) itself (ids a peer left
+    /// nil) is remembered here.
+    private var containsZero = false
+    private var mask: Int
+    private(set) var count = 0
+
+    init() {
+        pairs = [UInt64](repeating: 0, count: 2 << 12)
+        mask = (1 << 12) - 1
+    }
+
+    /// Adds the pair; returns whether it was new.
+    mutating func insert(traceID: UInt64, spanID: UInt64) -> Bool {
+        if traceID == 0 && spanID == 0 {
+            defer { containsZero = true }
+            if !containsZero { count += 1 }
+            return !containsZero
+        }
+        let inserted = pairs.withUnsafeMutableBufferPointer { table in
+            Self.insert(traceID, spanID, into: table, mask: mask)
+        }
+        guard inserted else { return false }
+        count += 1
+        // Grow at a load of one half: probes stay short.
+        if count * 2 > mask + 1 { grow() }
+        return true
+    }
+
+    private static func insert(_ traceID: UInt64, _ spanID: UInt64, into table: UnsafeMutableBufferPointer<UInt64>, mask: Int) -> Bool {
+        var slot = Self.slot(traceID, spanID, mask)
+        while table[2 * slot] != 0 || table[2 * slot + 1] != 0 {
+            if table[2 * slot] == traceID && table[2 * slot + 1] == spanID { return false }
+            slot = (slot + 1) & mask
+        }
+        table[2 * slot] = traceID
+        table[2 * slot + 1] = spanID
+        return true
+    }
+
+    private mutating func grow() {
+        let old = pairs
+        let newMask = (mask + 1) * 2 - 1
+        pairs = [UInt64](repeating: 0, count: (newMask + 1) * 2)
+        mask = newMask
+        pairs.withUnsafeMutableBufferPointer { table in
+            for slot in 0..<(old.count / 2) where old[2 * slot] != 0 || old[2 * slot + 1] != 0 {
+                _ = Self.insert(old[2 * slot], old[2 * slot + 1], into: table, mask: newMask)
+            }
+        }
+    }
+
+    /// Per-process random seed: a peer choosing its ids cannot aim them at one slot.
+    private static let seed: UInt64 = {
+        var generator = SystemRandomNumberGenerator()
+        return generator.next() | 1
+    }()
+
+    @inline(__always)
+    private static func slot(_ traceID: UInt64, _ spanID: UInt64, _ mask: Int) -> Int {
+        let first = (traceID ^ seed).multipliedFullWidth(by: 0x9E37_79B9_7F4A_7C15)
+        let second = (spanID ^ first.high ^ first.low).multipliedFullWidth(by: 0xD6E8_FEB8_6659_FD93)
+        return Int(truncatingIfNeeded: second.high ^ second.low) & mask
+    }
 }
 
 /// What one sending process delivered.
@@ -53,7 +124,7 @@ public struct AgentStatistics: Sendable {
     public private(set) var endpoints: [String: Int] = [:]
     /// Replies by status code, as written (a reset or garbage reply is status 0).
     public private(set) var statuses: [Int: Int] = [:]
-    var seen: Set<SpanKey> = []
+    var seen = SpanKeySet()
 
     public init() {}
 
@@ -65,21 +136,24 @@ public struct AgentStatistics: Sendable {
 
     mutating func recordBadPayload() { badPayloads += 1 }
 
-    /// Counts every span of `payload`.
-    mutating func count(_ payload: [[Span]]) {
-        for trace in payload {
+    /// Counts every span of a payload read by `census`.
+    mutating func count(_ census: TraceCensus) {
+        var start = 0
+        for chunk in 0..<census.chunkCount {
             traces += 1
-            let pid = trace.lazy.compactMap { $0.metrics["process_id"] }.first.map { Int64(exactly: $0.rounded()) ?? 0 } ?? 0
+            let end = census.chunkEnds[chunk]
+            let pid = census.chunkProcessIDs[chunk].map { Int64(exactly: $0.rounded()) ?? 0 } ?? 0
             var tally = perProcess[pid] ?? ProcessTally()
-            for span in trace {
+            for index in start..<end {
                 spans += 1
                 tally.spans += 1
-                if seen.insert(SpanKey(traceID: span.traceID, spanID: span.spanID)).inserted {
+                if seen.insert(traceID: census.traceIDs[index], spanID: census.spanIDs[index]) {
                     uniqueSpans += 1
                     tally.unique += 1
                 }
             }
             perProcess[pid] = tally
+            start = end
         }
     }
 

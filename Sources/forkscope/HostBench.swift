@@ -30,8 +30,13 @@ struct HostBench: ParsableCommand {
         let agent = try BenchAgent()
         defer { agent.stop() }
         var on: [Double] = [], off: [Double] = []
+        var delivered: AgentStats?
         for _ in 0..<rounds {
+            // Each round's agent starts empty: the spans it remembers (to
+            // count duplicates) are this round's, not every earlier round's.
+            try agent.control("POST", "/control/reset")
             on.append(try measure(exporter: true, agent: agent))
+            delivered = AgentStats.fetch(agent.endpoint.description)
             off.append(try measure(exporter: false, agent: agent))
         }
         let medianOn = on.sorted()[on.count / 2], medianOff = off.sorted()[off.count / 2]
@@ -41,6 +46,7 @@ struct HostBench: ParsableCommand {
         print(pad("off", 20) + pad(fixed(medianOff, 0), 14, right: true))
         print(pad("on", 20) + pad(fixed(medianOn, 0), 14, right: true))
         print("overhead: \(fixed(overhead, 1)) % (target ≤ 5 %)")
+        if let delivered { print("agent, last round with the exporter on: \(delivered)") }
         print("{\"bench\":\"host\",\"rps_exporter_off\":\(Int(medianOff)),\"rps_exporter_on\":\(Int(medianOn)),\"overhead_percent\":\(fixed(overhead, 1))}")
     }
 

@@ -1,5 +1,3 @@
-import Glibc
-
 /// The string table of a v0.5 payload while it is being built: each string
 /// once, in first-use order, already encoded as the MessagePack `str`
 /// entries the payload carries, with an index from string to position.
@@ -7,7 +5,7 @@ import Glibc
 /// Not a `[String: UInt32]`: an exporter interns a dozen strings per span
 /// on the request path, and Swift's seeded SipHash plus the dictionary's
 /// generic machinery cost ~40 ns a lookup there. This table hashes the
-/// UTF-8 bytes with a multiply-mix and compares them with `memcmp` against
+/// UTF-8 bytes with a multiply-mix and compares them word by word against
 /// the encoded table itself, so no `String` is kept or retained.
 struct PayloadStringTable: Sendable {
     /// The entries as they go on the wire (entry 0 is "").
@@ -34,14 +32,26 @@ struct PayloadStringTable: Sendable {
 
     mutating func index(utf8: UnsafeRawBufferPointer) -> UInt32 {
         let hash = Self.hash(utf8)
-        var slot = Int(truncatingIfNeeded: hash) & mask
-        while true {
-            let occupant = slots[slot]
-            if occupant == 0 { break }
-            let entry = Int(occupant - 1)
-            if lengths[entry] == utf8.count, equalsEntry(entry, utf8) { return UInt32(entry) }
-            slot = (slot + 1) & mask
+        // The probe reads the arrays through pointers: it runs a dozen
+        // times per span, and bounds checks were a good part of it.
+        // Returns the entry, or -1 - the free slot where it belongs.
+        let found: Int = slots.withUnsafeBufferPointer { slots in
+            lengths.withUnsafeBufferPointer { lengths in
+                starts.withUnsafeBufferPointer { starts in
+                    encoded.withUnsafeBytes { table in
+                        var slot = Int(truncatingIfNeeded: hash) & mask
+                        while true {
+                            let occupant = slots[slot]
+                            if occupant == 0 { return -1 - slot }
+                            let entry = Int(occupant &- 1)
+                            if lengths[entry] == utf8.count, Self.equal(table.baseAddress! + starts[entry], utf8) { return entry }
+                            slot = (slot + 1) & mask
+                        }
+                    }
+                }
+            }
         }
+        if found >= 0 { return UInt32(found) }
         let entry = count
         var header = MessagePackWriter()
         header.writeStringHeader(count: utf8.count)
@@ -50,15 +60,30 @@ struct PayloadStringTable: Sendable {
         lengths.append(utf8.count)
         encoded.append(contentsOf: utf8)
         count += 1
-        slots[slot] = UInt32(entry + 1)
+        slots[-1 - found] = UInt32(entry + 1)
         // Keep the load under one half so probes stay short.
         if count * 2 > slots.count { grow() }
         return UInt32(entry)
     }
 
-    private func equalsEntry(_ entry: Int, _ utf8: UnsafeRawBufferPointer) -> Bool {
-        if utf8.isEmpty { return true }
-        return encoded.withUnsafeBytes { table in memcmp(table.baseAddress! + starts[entry], utf8.baseAddress!, utf8.count) == 0 }
+    /// Whether the `utf8.count` bytes at `entry` are `utf8`: word by word,
+    /// not a `memcmp` call, for the short strings spans are made of.
+    @inline(__always)
+    private static func equal(_ entry: UnsafeRawPointer, _ utf8: UnsafeRawBufferPointer) -> Bool {
+        let count = utf8.count
+        guard let other = utf8.baseAddress else { return true }
+        var offset = 0
+        while offset + 8 <= count {
+            if entry.loadUnaligned(fromByteOffset: offset, as: UInt64.self) != other.loadUnaligned(fromByteOffset: offset, as: UInt64.self) {
+                return false
+            }
+            offset += 8
+        }
+        while offset < count {
+            if entry.load(fromByteOffset: offset, as: UInt8.self) != other.load(fromByteOffset: offset, as: UInt8.self) { return false }
+            offset += 1
+        }
+        return true
     }
 
     private mutating func grow() {

@@ -1,3 +1,5 @@
+import CPosix
+import Posix
 import Wire
 
 /// The (trace id, span id) pairs the agent has seen: a tracer that
@@ -10,19 +12,60 @@ import Wire
 /// the agent's CPU on a machine it shares with the server it measures.
 struct SpanKeySet: Sendable {
     /// Slot i is the pair (`pairs[2i]`, `pairs[2i+1]`): both ids on one
-    /// cache line, so a probe of a table far larger than the cache costs
-    /// one miss, not two.
-    private var pairs: [UInt64]
+    /// cache line, so a probe costs one miss, not two. Anonymous memory with
+    /// huge pages: a few million spans make a table far larger than what
+    /// 4 KiB pages' TLB entries cover, and a TLB walk per insert doubled
+    /// the cost of a miss.
+    private final class Table: @unchecked Sendable {
+        let region: MappedRegion?
+        let pairs: UnsafeMutableBufferPointer<UInt64>
+        let mask: Int
+
+        init(slots: Int) {
+            mask = slots - 1
+            let bytes = slots * 2 * MemoryLayout<UInt64>.stride
+            if let region = try? MappedRegion.anonymous(length: bytes, shared: false) {
+                try? region.adviseHugePages()
+                self.region = region
+                // Anonymous memory is zero-filled: every slot starts free.
+                pairs = UnsafeMutableBufferPointer(start: region.base.bindMemory(to: UInt64.self, capacity: slots * 2), count: slots * 2)
+            } else {
+                region = nil
+                pairs = .allocate(capacity: slots * 2)
+                pairs.initialize(repeating: 0)
+            }
+        }
+
+        deinit {
+            if let region { try? region.unmap() } else { pairs.deallocate() }
+        }
+
+        func copy() -> Table {
+            let table = Table(slots: mask + 1)
+            _ = table.pairs.update(fromContentsOf: pairs)
+            return table
+        }
+
+        /// Whether the pair was absent (it is present now).
+        func insert(_ traceID: UInt64, _ spanID: UInt64) -> Bool {
+            var slot = SpanKeySet.slot(traceID, spanID, mask)
+            while pairs[2 * slot] != 0 || pairs[2 * slot + 1] != 0 {
+                if pairs[2 * slot] == traceID && pairs[2 * slot + 1] == spanID { return false }
+                slot = (slot + 1) & mask
+            }
+            pairs[2 * slot] = traceID
+            pairs[2 * slot + 1] = spanID
+            return true
+        }
+    }
+
+    private var table = Table(slots: 1 << 12)
     /// (0, 0) marks a free slot; the pair (0, 0) itself (ids a peer left
     /// nil) is remembered here.
     private var containsZero = false
-    private var mask: Int
     private(set) var count = 0
 
-    init() {
-        pairs = [UInt64](repeating: 0, count: 2 << 12)
-        mask = (1 << 12) - 1
-    }
+    init() {}
 
     /// Adds the pair; returns whether it was new.
     mutating func insert(traceID: UInt64, spanID: UInt64) -> Bool {
@@ -31,36 +74,26 @@ struct SpanKeySet: Sendable {
             if !containsZero { count += 1 }
             return !containsZero
         }
-        let inserted = pairs.withUnsafeMutableBufferPointer { table in
-            Self.insert(traceID, spanID, into: table, mask: mask)
-        }
-        guard inserted else { return false }
+        // A value type over a class: a copy of the statistics keeps its own set.
+        if !isKnownUniquelyReferenced(&table) { table = table.copy() }
+        guard table.insert(traceID, spanID) else { return false }
         count += 1
         // Grow at a load of one half: probes stay short.
-        if count * 2 > mask + 1 { grow() }
+        if count * 2 > table.mask + 1 { grow() }
         return true
     }
 
-    private static func insert(_ traceID: UInt64, _ spanID: UInt64, into table: UnsafeMutableBufferPointer<UInt64>, mask: Int) -> Bool {
-        var slot = Self.slot(traceID, spanID, mask)
-        while table[2 * slot] != 0 || table[2 * slot + 1] != 0 {
-            if table[2 * slot] == traceID && table[2 * slot + 1] == spanID { return false }
-            slot = (slot + 1) & mask
-        }
-        table[2 * slot] = traceID
-        table[2 * slot + 1] = spanID
-        return true
+    /// Starts loading the slot where the pair's probe begins: inserting a
+    /// payload's spans is otherwise one cache miss after another.
+    func prefetch(traceID: UInt64, spanID: UInt64) {
+        fks_prefetch_for_write(table.pairs.baseAddress! + 2 * Self.slot(traceID, spanID, table.mask))
     }
 
     private mutating func grow() {
-        let old = pairs
-        let newMask = (mask + 1) * 2 - 1
-        pairs = [UInt64](repeating: 0, count: (newMask + 1) * 2)
-        mask = newMask
-        pairs.withUnsafeMutableBufferPointer { table in
-            for slot in 0..<(old.count / 2) where old[2 * slot] != 0 || old[2 * slot + 1] != 0 {
-                _ = Self.insert(old[2 * slot], old[2 * slot + 1], into: table, mask: newMask)
-            }
+        let old = table
+        table = Table(slots: (old.mask + 1) * 2)
+        for slot in 0...old.mask where old.pairs[2 * slot] != 0 || old.pairs[2 * slot + 1] != 0 {
+            _ = table.insert(old.pairs[2 * slot], old.pairs[2 * slot + 1])
         }
     }
 
@@ -71,7 +104,7 @@ struct SpanKeySet: Sendable {
     }()
 
     @inline(__always)
-    private static func slot(_ traceID: UInt64, _ spanID: UInt64, _ mask: Int) -> Int {
+    fileprivate static func slot(_ traceID: UInt64, _ spanID: UInt64, _ mask: Int) -> Int {
         let first = (traceID ^ seed).multipliedFullWidth(by: 0x9E37_79B9_7F4A_7C15)
         let second = (spanID ^ first.high ^ first.low).multipliedFullWidth(by: 0xD6E8_FEB8_6659_FD93)
         return Int(truncatingIfNeeded: second.high ^ second.low) & mask
@@ -145,6 +178,8 @@ public struct AgentStatistics: Sendable {
             let pid = census.chunkProcessIDs[chunk].map { Int64(exactly: $0.rounded()) ?? 0 } ?? 0
             var tally = perProcess[pid] ?? ProcessTally()
             for index in start..<end {
+                let ahead = index + Self.prefetchDistance
+                if ahead < census.spanCount { seen.prefetch(traceID: census.traceIDs[ahead], spanID: census.spanIDs[ahead]) }
                 spans += 1
                 tally.spans += 1
                 if seen.insert(traceID: census.traceIDs[index], spanID: census.spanIDs[index]) {
@@ -156,6 +191,10 @@ public struct AgentStatistics: Sendable {
             start = end
         }
     }
+
+    /// How many spans ahead `count` prefetches: enough misses in flight
+    /// to hide memory latency, few enough that the lines are still cached.
+    static let prefetchDistance = 16
 
     /// A fault was applied to a payload of `spanCount` spans.
     mutating func recordFault(_ kind: AgentFaultKind, spans spanCount: Int) {

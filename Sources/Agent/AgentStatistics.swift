@@ -1,5 +1,4 @@
 import CPosix
-import Posix
 import Wire
 
 /// The (trace id, span id) pairs the agent has seen: a tracer that
@@ -12,33 +11,20 @@ import Wire
 /// the agent's CPU on a machine it shares with the server it measures.
 struct SpanKeySet: Sendable {
     /// Slot i is the pair (`pairs[2i]`, `pairs[2i+1]`): both ids on one
-    /// cache line, so a probe costs one miss, not two. Anonymous memory with
-    /// huge pages: a few million spans make a table far larger than what
-    /// 4 KiB pages' TLB entries cover, and a TLB walk per insert doubled
-    /// the cost of a miss.
+    /// cache line, so a probe costs one miss, not two. (Huge pages were
+    /// measured too: zeroing 2 MiB pages on each fault cost more than the
+    /// TLB misses they saved.)
     private final class Table: @unchecked Sendable {
-        let region: MappedRegion?
         let pairs: UnsafeMutableBufferPointer<UInt64>
         let mask: Int
 
         init(slots: Int) {
             mask = slots - 1
-            let bytes = slots * 2 * MemoryLayout<UInt64>.stride
-            if let region = try? MappedRegion.anonymous(length: bytes, shared: false) {
-                try? region.adviseHugePages()
-                self.region = region
-                // Anonymous memory is zero-filled: every slot starts free.
-                pairs = UnsafeMutableBufferPointer(start: region.base.bindMemory(to: UInt64.self, capacity: slots * 2), count: slots * 2)
-            } else {
-                region = nil
-                pairs = .allocate(capacity: slots * 2)
-                pairs.initialize(repeating: 0)
-            }
+            pairs = .allocate(capacity: slots * 2)
+            pairs.initialize(repeating: 0)
         }
 
-        deinit {
-            if let region { try? region.unmap() } else { pairs.deallocate() }
-        }
+        deinit { pairs.deallocate() }
 
         func copy() -> Table {
             let table = Table(slots: mask + 1)

@@ -136,14 +136,6 @@ public struct MappedRegion: @unchecked Sendable {
         return MappedRegion(base: address, length: length)
     }
 
-    /// Asks for transparent huge pages (`MADV_HUGEPAGE`): a large table
-    /// read at random then costs far fewer TLB misses. Advice only; a
-    /// kernel without THP refuses it and nothing else changes.
-    /// The corresponding C function is `madvise`.
-    public func adviseHugePages() throws(SystemError) {
-        try nothingOrErrno(system_madvise(base, length, MADV_HUGEPAGE)).get("madvise")
-    }
-
     /// The corresponding C function is `munmap`.
     public func unmap() throws(SystemError) {
         try nothingOrErrno(system_munmap(base, length)).get("munmap")

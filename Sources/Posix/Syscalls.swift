@@ -56,10 +56,6 @@ import Glibc
     if mockedFailure("mmap") != nil { return MAP_FAILED }
     return Glibc.mmap(addr, length, prot, flags, fd, offset)
 }
-@usableFromInline func system_madvise(_ addr: UnsafeMutableRawPointer, _ length: Int, _ advice: CInt) -> CInt {
-    if let forced = mockedFailure("madvise") { return forced }
-    return Glibc.madvise(addr, length, advice)
-}
 @usableFromInline func system_munmap(_ addr: UnsafeMutableRawPointer, _ length: Int) -> CInt {
     if let forced = mockedFailure("munmap") { return forced }
     return Glibc.munmap(addr, length)

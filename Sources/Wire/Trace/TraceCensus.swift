@@ -118,8 +118,8 @@ public struct TraceCensus: Sendable {
                 let count = try reader.payloadArrayHeader()
                 guard count == 12 else { throw .wrongElementCount(what: "a v0.5 span", expected: 12, found: count, offset: offset) }
                 for _ in 0..<3 { _ = try reader.stringIndex(tableSize: stringCount) }  // service, name, resource
-                let traceID = try reader.lenientUInt64()
-                let spanID = try reader.lenientUInt64()
+                let traceID = try reader.censusID()
+                let spanID = try reader.censusID()
                 _ = try reader.lenientUInt64()  // parent_id
                 _ = try reader.lenientInteger(as: Int64.self)  // start
                 _ = try reader.lenientInteger(as: Int64.self)  // duration
@@ -177,6 +177,19 @@ enum V04Field {
     }
 }
 
+extension MessagePackReader {
+    /// `lenientUInt64`, with the encoding of a random 64-bit id (uint 64)
+    /// read directly: six of them per span.
+    mutating func censusID() throws(TracePayloadError) -> UInt64 {
+        if position + 9 <= endIndex, bytes[position] == 0xcf {
+            let id = load(UInt64.self, at: position + 1)
+            do { _ = try take(headerSize: 1, count: 8) } catch { throw .malformed(error) }
+            return id
+        }
+        return try lenientUInt64()
+    }
+}
+
 /// A string field as the census sees it: nil (read as "" by decoding), or
 /// the range of its bytes (str or bin).
 enum LenientStringRange {
@@ -198,6 +211,12 @@ extension MessagePackReader {
 
     /// `stringReference` without fetching the string: the checked index.
     mutating func stringIndex(tableSize: Int) throws(TracePayloadError) -> Int {
+        // A positive fixint, what encoders write for the first 128 strings.
+        if position < endIndex, bytes[position] < 0x80, Int(bytes[position]) < tableSize {
+            let index = Int(bytes[position])
+            do { _ = try take(headerSize: 1, count: 0) } catch { throw .malformed(error) }
+            return index
+        }
         let offset = self.offset
         let index: UInt32
         do { index = try readInteger(as: UInt32.self) } catch { throw .malformed(error) }

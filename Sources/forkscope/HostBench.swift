@@ -33,9 +33,6 @@ struct HostBench: ParsableCommand {
         var delivered: AgentStats?
         var rerun = 0
         for _ in 0..<rounds {
-            // Each round's agent starts empty: the spans it remembers (to
-            // count duplicates) are this round's, not every earlier round's.
-            try agent.control("POST", "/control/reset")
             on.append(try measureBothWorkers(exporter: true, agent: agent, rerun: &rerun))
             delivered = AgentStats.fetch(agent.endpoint.description)
             off.append(try measureBothWorkers(exporter: false, agent: agent, rerun: &rerun))
@@ -91,6 +88,9 @@ struct HostBench: ParsableCommand {
     /// A measurement, and whether each of the two busiest children of the
     /// master (the workers) used at least a quarter of their CPU time.
     func measure(exporter: Bool, agent: BenchAgent) throws -> (Measurement, Bool) {
+        // Each run's agent starts empty: the spans it remembers (to count
+        // duplicates) are this run's, not every earlier run's.
+        try agent.control("POST", "/control/reset")
         let executable = try ProcessControl.currentExecutablePath()
         let out = try FileDescriptor.pipe()
         let server = try Spawn.run(executable, arguments: [

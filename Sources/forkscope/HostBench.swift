@@ -59,10 +59,11 @@ struct HostBench: ParsableCommand {
               + "\"cpu_us_per_request_on\":\(fixed(cpuOn, 2)),\"cpu_overhead_percent\":\(fixed(cpuOverhead, 1))}")
     }
 
-    /// One wrk run. Requests/s is the target's figure, but on a 2-core
-    /// machine shared with other work it moves with whatever else runs;
-    /// CPU time per request (of the server's processes, the agent and wrk)
-    /// moves much less, so it is reported beside it.
+    /// One wrk run. Requests/s is the target's figure; CPU time per request
+    /// (of the server's processes, the agent and wrk) is reported beside it
+    /// to show where the time goes. On a 2-core machine shared with other
+    /// work both move with whatever else runs (contention inflates every
+    /// process's CPU time too), so compare rounds of one run.
     struct Measurement {
         var rate: Double
         var serverMicroseconds: Double

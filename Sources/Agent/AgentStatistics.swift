@@ -1,4 +1,5 @@
 import CPosix
+import Posix
 import Wire
 
 /// The (trace id, span id) pairs the agent has seen: a tracer that
@@ -15,16 +16,27 @@ struct SpanKeySet: Sendable {
     /// measured too: zeroing 2 MiB pages on each fault cost more than the
     /// TLB misses they saved.)
     private final class Table: @unchecked Sendable {
+        let region: MappedRegion
         let pairs: UnsafeMutableBufferPointer<UInt64>
         let mask: Int
 
         init(slots: Int) {
             mask = slots - 1
-            pairs = .allocate(capacity: slots * 2)
-            pairs.initialize(repeating: 0)
+            // Zeroed pages, faulted in by the kernel in one pass: probing
+            // reads a page before writing it, so lazily mapped memory took
+            // two faults per page (the zero page, then a copy on write), and
+            // allocate + initialize wrote every zero a second time. Either
+            // was a fifth of the agent's time in a run that grew the table
+            // to 4 M slots.
+            do {
+                region = try MappedRegion.anonymous(length: slots * 2 * MemoryLayout<UInt64>.stride, shared: false, populate: true)
+            } catch {
+                fatalError("forkscope agent: no memory for a table of \(slots) span ids: \(error)")
+            }
+            pairs = UnsafeMutableBufferPointer(start: region.base.bindMemory(to: UInt64.self, capacity: slots * 2), count: slots * 2)
         }
 
-        deinit { pairs.deallocate() }
+        deinit { try? region.unmap() }
 
         func copy() -> Table {
             let table = Table(slots: mask + 1)

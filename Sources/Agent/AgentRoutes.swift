@@ -191,7 +191,7 @@ extension AgentServer {
             }
             respond(connection, json: ["fault": fault.map { .string($0.description) } ?? .null], keepAlive: keepAlive)
         default:  // "/control/reset"
-            statistics = AgentStatistics()
+            statistics.reset()
             respond(connection, json: ["reset": true], keepAlive: keepAlive)
         }
     }

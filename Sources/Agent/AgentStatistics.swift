@@ -65,6 +65,15 @@ struct SpanKeySet: Sendable {
 
     init() {}
 
+    /// Forgets every pair but keeps the table: the next run of a benchmark
+    /// or test that resets the agent fills it again, and growing it anew
+    /// rehashed every pair once per doubling (a fifth of the agent's time).
+    mutating func removeAll() {
+        if !isKnownUniquelyReferenced(&table) { table = Table(slots: table.mask + 1) } else { table.pairs.update(repeating: 0) }
+        containsZero = false
+        count = 0
+    }
+
     /// Adds the pair; returns whether it was new.
     mutating func insert(traceID: UInt64, spanID: UInt64) -> Bool {
         if traceID == 0 && spanID == 0 {
@@ -158,6 +167,14 @@ public struct AgentStatistics: Sendable {
     var seen = SpanKeySet()
 
     public init() {}
+
+    /// Every counter back to zero and every span id forgotten (`/control/reset`).
+    mutating func reset() {
+        var seen = self.seen
+        self = AgentStatistics()
+        seen.removeAll()
+        self.seen = seen
+    }
 
     /// A traces request arrived (before its payload is decoded).
     mutating func recordTraceRequest(bytes count: Int) {

@@ -26,7 +26,7 @@ let package = Package(
         .target(name: "Wire", dependencies: ["Posix"]),
         .target(name: "ForkSafety", dependencies: ["EventRing", "Posix", "CPosix"]),
         .target(name: "TraceTransport", dependencies: ["ForkSafety", "Wire", "EventRing", "Posix", "CPosix"]),
-        .target(name: "Agent", dependencies: ["Wire", "Posix", "EventRing"]),
+        .target(name: "Agent", dependencies: ["Wire", "Posix", "EventRing", "CPosix"]),
         .target(name: "DemoServer", dependencies: ["TraceTransport", "ForkSafety", "Wire", "EventRing", "Posix", "CPosix"]),
         .target(name: "Dashboard", dependencies: ["EventRing", "Posix"]),
         .target(name: "CForkscope", dependencies: ["CPosix"]),

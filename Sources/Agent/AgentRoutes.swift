@@ -90,18 +90,22 @@ extension AgentServer {
 
     func receiveTraces(_ request: HTTPRequest, version: TraceAPIVersion, on connection: ServerConnection) {
         statistics.recordTraceRequest(bytes: request.body.count)
-        let payload: [[Span]]
+        // One pass over the bytes for what the counters need; the full
+        // decoder runs only to word the error of a payload the census refused.
+        let spanCount: Int
         do {
-            payload = try version.decode(request.body)
+            try census.read(request.body, version: version)
+            spanCount = census.spanCount
         } catch {
             statistics.recordBadPayload()
-            return respond(connection, status: 400, text: "forkscope agent: cannot decode the \(version.rawValue) payload: \(error)\n",
+            let reason: TracePayloadError
+            do { _ = try version.decode(request.body); reason = error } catch let decodeError { reason = decodeError }
+            return respond(connection, status: 400, text: "forkscope agent: cannot decode the \(version.rawValue) payload: \(reason)\n",
                            keepAlive: request.keepAlive)
         }
-        let spanCount = payload.reduce(0) { $0 + $1.count }
         let kind = takeFault()
         if let kind { statistics.recordFault(kind, spans: spanCount) }
-        if kind?.countsSpans ?? true { statistics.count(payload) }
+        if kind?.countsSpans ?? true { statistics.count(census) }
 
         var reply = PendingTracesReply(
             shape: replyShape(for: kind), keepAlive: request.keepAlive, spans: spanCount, bytes: request.body.count,
@@ -187,7 +191,7 @@ extension AgentServer {
             }
             respond(connection, json: ["fault": fault.map { .string($0.description) } ?? .null], keepAlive: keepAlive)
         default:  // "/control/reset"
-            statistics = AgentStatistics()
+            statistics.reset()
             respond(connection, json: ["reset": true], keepAlive: keepAlive)
         }
     }

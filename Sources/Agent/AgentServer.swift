@@ -44,6 +44,8 @@ public final class AgentServer {
     var slowBodyIntervalMilliseconds: UInt64
     var nextHoldSequence: UInt64 = 1
     var statistics = AgentStatistics()
+    /// Reused for every traces request: its buffers keep their capacity.
+    var census = TraceCensus()
     /// `/info` body and its hash (the `Datadog-Agent-State` header), built once.
     let infoBody: [UInt8]
     let agentState: String
@@ -242,17 +244,32 @@ public final class AgentServer {
     /// waits a second for `100 Continue`: send it once the head is in.
     func probeForExpectContinue(_ connection: ServerConnection, _ bytes: [UInt8]) {
         guard !connection.headProbeDone, !connection.parser.isIdle else { return }
-        connection.headProbe += bytes
+        // Only what can hold the head: the rest of a read is body (a trace
+        // payload's first 64 KiB), and copying it cost more than the search.
+        let limit = connection.parser.limits.maxHeaderSectionBytes + 4
+        connection.headProbe += bytes.prefix(max(0, limit - connection.headProbe.count))
         let probe = connection.headProbe
         guard let end = Self.headEnd(probe) else {
             if probe.count > connection.parser.limits.maxHeaderSectionBytes { connection.headProbeDone = true }
             return
         }
         connection.headProbeDone = true
-        let head = String(decoding: probe[..<end], as: UTF8.self).lowercased()
-        guard head.contains("\r\nexpect: 100-continue") || head.contains("\r\nexpect:100-continue") else { return }
+        let head = probe[..<end].map { $0 >= 65 && $0 <= 90 ? $0 | 0x20 : $0 }  // ASCII lowercase
+        guard Self.contains(head, "\r\nexpect: 100-continue") || Self.contains(head, "\r\nexpect:100-continue") else { return }
         connection.append(Array("HTTP/1.1 100 Continue\r\n\r\n".utf8))
         if !connection.flush() { drop(connection) }
+    }
+
+    /// Whether `needle` occurs in `bytes`: a byte search, not a `String`
+    /// search through the generic string-processing library (per request).
+    static func contains(_ bytes: [UInt8], _ needle: StaticString) -> Bool {
+        needle.withUTF8Buffer { needle in
+            guard bytes.count >= needle.count else { return false }
+            return (0...(bytes.count - needle.count)).contains { start in
+                for offset in 0..<needle.count where bytes[start + offset] != needle[offset] { return false }
+                return true
+            }
+        }
     }
 
     static func headEnd(_ bytes: [UInt8]) -> Int? {

@@ -1,10 +1,121 @@
+import CPosix
+import Posix
 import Wire
 
-/// A span's identity at the agent: a tracer that re-sends a payload sends
-/// the same (trace id, span id) pairs again.
-struct SpanKey: Hashable {
-    let traceID: UInt64
-    let spanID: UInt64
+/// The (trace id, span id) pairs the agent has seen: a tracer that
+/// re-sends a payload sends the same pairs again, so a pair seen before is
+/// a duplicate.
+///
+/// Open addressing over two flat arrays, not a `Set` of a struct: under
+/// `wrk` the agent inserts a few hundred thousand pairs a second, and a
+/// `Set`'s seeded SipHash of 16 bytes plus its generic probing was most of
+/// the agent's CPU on a machine it shares with the server it measures.
+struct SpanKeySet: Sendable {
+    /// Slot i is the pair (`pairs[2i]`, `pairs[2i+1]`): both ids on one
+    /// cache line, so a probe costs one miss, not two. (Huge pages were
+    /// measured too: zeroing 2 MiB pages on each fault cost more than the
+    /// TLB misses they saved.)
+    private final class Table: @unchecked Sendable {
+        let region: MappedRegion
+        let pairs: UnsafeMutableBufferPointer<UInt64>
+        let mask: Int
+
+        init(slots: Int) {
+            mask = slots - 1
+            // Zeroed pages, faulted in by the kernel in one pass: probing
+            // reads a page before writing it, so lazily mapped memory took
+            // two faults per page (the zero page, then a copy on write), and
+            // allocate + initialize wrote every zero a second time. Either
+            // was a fifth of the agent's time in a run that grew the table
+            // to 4 M slots.
+            do {
+                region = try MappedRegion.anonymous(length: slots * 2 * MemoryLayout<UInt64>.stride, shared: false, populate: true)
+            } catch {
+                fatalError("forkscope agent: no memory for a table of \(slots) span ids: \(error)")
+            }
+            pairs = UnsafeMutableBufferPointer(start: region.base.bindMemory(to: UInt64.self, capacity: slots * 2), count: slots * 2)
+        }
+
+        deinit { try? region.unmap() }
+
+        func copy() -> Table {
+            let table = Table(slots: mask + 1)
+            _ = table.pairs.update(fromContentsOf: pairs)
+            return table
+        }
+
+        /// Whether the pair was absent (it is present now).
+        func insert(_ traceID: UInt64, _ spanID: UInt64) -> Bool {
+            var slot = SpanKeySet.slot(traceID, spanID, mask)
+            while pairs[2 * slot] != 0 || pairs[2 * slot + 1] != 0 {
+                if pairs[2 * slot] == traceID && pairs[2 * slot + 1] == spanID { return false }
+                slot = (slot + 1) & mask
+            }
+            pairs[2 * slot] = traceID
+            pairs[2 * slot + 1] = spanID
+            return true
+        }
+    }
+
+    private var table = Table(slots: 1 << 12)
+    /// (0, 0) marks a free slot; the pair (0, 0) itself (ids a peer left
+    /// nil) is remembered here.
+    private var containsZero = false
+    private(set) var count = 0
+
+    init() {}
+
+    /// Forgets every pair but keeps the table: the next run of a benchmark
+    /// or test that resets the agent fills it again, and growing it anew
+    /// rehashed every pair once per doubling (a fifth of the agent's time).
+    mutating func removeAll() {
+        if !isKnownUniquelyReferenced(&table) { table = Table(slots: table.mask + 1) } else { table.pairs.update(repeating: 0) }
+        containsZero = false
+        count = 0
+    }
+
+    /// Adds the pair; returns whether it was new.
+    mutating func insert(traceID: UInt64, spanID: UInt64) -> Bool {
+        if traceID == 0 && spanID == 0 {
+            defer { containsZero = true }
+            if !containsZero { count += 1 }
+            return !containsZero
+        }
+        // A value type over a class: a copy of the statistics keeps its own set.
+        if !isKnownUniquelyReferenced(&table) { table = table.copy() }
+        guard table.insert(traceID, spanID) else { return false }
+        count += 1
+        // Grow at a load of one half: probes stay short.
+        if count * 2 > table.mask + 1 { grow() }
+        return true
+    }
+
+    /// Starts loading the slot where the pair's probe begins: inserting a
+    /// payload's spans is otherwise one cache miss after another.
+    func prefetch(traceID: UInt64, spanID: UInt64) {
+        fks_prefetch_for_write(table.pairs.baseAddress! + 2 * Self.slot(traceID, spanID, table.mask))
+    }
+
+    private mutating func grow() {
+        let old = table
+        table = Table(slots: (old.mask + 1) * 2)
+        for slot in 0...old.mask where old.pairs[2 * slot] != 0 || old.pairs[2 * slot + 1] != 0 {
+            _ = table.insert(old.pairs[2 * slot], old.pairs[2 * slot + 1])
+        }
+    }
+
+    /// Per-process random seed: a peer choosing its ids cannot aim them at one slot.
+    private static let seed: UInt64 = {
+        var generator = SystemRandomNumberGenerator()
+        return generator.next() | 1
+    }()
+
+    @inline(__always)
+    fileprivate static func slot(_ traceID: UInt64, _ spanID: UInt64, _ mask: Int) -> Int {
+        let first = (traceID ^ seed).multipliedFullWidth(by: 0x9E37_79B9_7F4A_7C15)
+        let second = (spanID ^ first.high ^ first.low).multipliedFullWidth(by: 0xD6E8_FEB8_6659_FD93)
+        return Int(truncatingIfNeeded: second.high ^ second.low) & mask
+    }
 }
 
 /// What one sending process delivered.
@@ -53,9 +164,17 @@ public struct AgentStatistics: Sendable {
     public private(set) var endpoints: [String: Int] = [:]
     /// Replies by status code, as written (a reset or garbage reply is status 0).
     public private(set) var statuses: [Int: Int] = [:]
-    var seen: Set<SpanKey> = []
+    var seen = SpanKeySet()
 
     public init() {}
+
+    /// Every counter back to zero and every span id forgotten (`/control/reset`).
+    mutating func reset() {
+        var seen = self.seen
+        self = AgentStatistics()
+        seen.removeAll()
+        self.seen = seen
+    }
 
     /// A traces request arrived (before its payload is decoded).
     mutating func recordTraceRequest(bytes count: Int) {
@@ -65,23 +184,32 @@ public struct AgentStatistics: Sendable {
 
     mutating func recordBadPayload() { badPayloads += 1 }
 
-    /// Counts every span of `payload`.
-    mutating func count(_ payload: [[Span]]) {
-        for trace in payload {
+    /// Counts every span of a payload read by `census`.
+    mutating func count(_ census: TraceCensus) {
+        var start = 0
+        for chunk in 0..<census.chunkCount {
             traces += 1
-            let pid = trace.lazy.compactMap { $0.metrics["process_id"] }.first.map { Int64(exactly: $0.rounded()) ?? 0 } ?? 0
+            let end = census.chunkEnds[chunk]
+            let pid = census.chunkProcessIDs[chunk].map { Int64(exactly: $0.rounded()) ?? 0 } ?? 0
             var tally = perProcess[pid] ?? ProcessTally()
-            for span in trace {
+            for index in start..<end {
+                let ahead = index + Self.prefetchDistance
+                if ahead < census.spanCount { seen.prefetch(traceID: census.traceIDs[ahead], spanID: census.spanIDs[ahead]) }
                 spans += 1
                 tally.spans += 1
-                if seen.insert(SpanKey(traceID: span.traceID, spanID: span.spanID)).inserted {
+                if seen.insert(traceID: census.traceIDs[index], spanID: census.spanIDs[index]) {
                     uniqueSpans += 1
                     tally.unique += 1
                 }
             }
             perProcess[pid] = tally
+            start = end
         }
     }
+
+    /// How many spans ahead `count` prefetches: enough misses in flight
+    /// to hide memory latency, few enough that the lines are still cached.
+    static let prefetchDistance = 16
 
     /// A fault was applied to a payload of `spanCount` spans.
     mutating func recordFault(_ kind: AgentFaultKind, spans spanCount: Int) {

@@ -41,24 +41,51 @@ public final class DemoApplication: @unchecked Sendable {
         let rootID = UInt64.random(in: 1...UInt64.max, using: &random)
         let now = Int64(Clock.realtimeNanoseconds())
         let start = now - durationNanoseconds
-        let pid = Double(fks_cached_pid())
-        var root = Span(traceID: traceID, spanID: rootID, parentID: 0, name: "http.request", resource: "\(method) \(target)",
+        let tags = ProcessTags.current
+        var root = Span(traceID: traceID, spanID: rootID, parentID: 0, name: "http.request", resource: method + " " + target,
                         service: service, type: "web", start: start, duration: durationNanoseconds, error: status >= 500 ? 1 : 0)
-        root.meta = ["http.method": method, "http.url": target, "http.status_code": String(status), "component": "forkscope-demo"]
-        root.metrics = ["process_id": pid, "_dd.top_level": 1, "_sampling_priority_v1": 1]
-        var spans = [root]
+        root.meta = OrderedMap(distinctKeys: Self.rootMetaKeys, values: [method, target, String(status), "forkscope-demo"])
+        root.metrics = tags.rootMetrics
         let children = Int.random(in: 1...4, using: &random)
-        let names = ["app.handler", "db.query", "cache.get", "template.render"]
+        var spans: [Span] = []
+        spans.reserveCapacity(children + 1)
+        spans.append(root)
         let slice = max(1, durationNanoseconds / Int64(children + 1))
         for index in 0..<children {
-            var child = Span(traceID: traceID, spanID: UInt64.random(in: 1...UInt64.max, using: &random), parentID: rootID,
-                             name: names[index], resource: names[index], service: service, type: index == 1 ? "sql" : "custom",
-                             start: start + slice * Int64(index), duration: slice, error: 0)
-            child.metrics = ["process_id": pid]
-            spans.append(child)
+            let name = Self.childNames[index]
+            spans.append(Span(traceID: traceID, spanID: UInt64.random(in: 1...UInt64.max, using: &random), parentID: rootID,
+                              name: name, resource: name, service: service, type: index == 1 ? "sql" : "custom",
+                              start: start + slice * Int64(index), duration: slice, error: 0, metrics: tags.childMetrics))
         }
         writer.enqueue(spans)
         return spans.count
+    }
+
+    // Built once, not per request: the tag names never change.
+    static let rootMetaKeys = ["http.method", "http.url", "http.status_code", "component"]
+    static let childNames = ["app.handler", "db.query", "cache.get", "template.render"]
+}
+
+/// The numeric tags that depend only on the process, built once per
+/// process (again after a fork: a preloaded app's worker has a new pid).
+struct ProcessTags {
+    let pid: Int32
+    let rootMetrics: OrderedMap<Double>
+    let childMetrics: OrderedMap<Double>
+
+    init(pid: Int32) {
+        self.pid = pid
+        rootMetrics = OrderedMap(distinctKeys: ["process_id", "_dd.top_level", "_sampling_priority_v1"], values: [Double(pid), 1, 1])
+        childMetrics = OrderedMap(distinctKeys: ["process_id"], values: [Double(pid)])
+    }
+
+    nonisolated(unsafe) private static var cached = ProcessTags(pid: fks_cached_pid())
+
+    /// One load of the cached pid per request, not a getpid(2).
+    static var current: ProcessTags {
+        let pid = fks_cached_pid()
+        if cached.pid != pid { cached = ProcessTags(pid: pid) }
+        return cached
     }
 }
 

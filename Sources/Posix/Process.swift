@@ -99,6 +99,15 @@ public enum ProcessControl {
         withStatLine(of: pid) { line in parseStatField(4, line).flatMap { pid_t(exactly: $0) } }
     }
 
+    /// CPU time `pid` has used, user plus system, in clock ticks (fields 14
+    /// and 15 of `/proc/<pid>/stat`); nil when the process does not exist.
+    public static func cpuTicks(of pid: pid_t) -> UInt64? {
+        withStatLine(of: pid) { line in
+            guard let user = parseStatField(14, line), let system = parseStatField(15, line) else { return nil }
+            return user + system
+        }
+    }
+
     /// Calls `body` with the bytes of `/proc/<pid>/stat`; nil when the
     /// process does not exist.
     static func withStatLine<R>(of pid: pid_t, _ body: (UnsafeBufferPointer<UInt8>) -> R?) -> R? {

@@ -50,8 +50,11 @@ public final class TraceWriter: @unchecked Sendable {
     public let runtime: WorkerRuntime
     public let configuration: WriterConfiguration
 
+    /// An encoded payload on its way: sent, or kept for a retry with the
+    /// same bytes.
     private struct Batch {
-        var traces: [[Span]]
+        var payload: [UInt8]
+        var traces: Int
         var spans: Int
         var attempts = 0
         var notBefore: UInt64 = 0
@@ -59,7 +62,13 @@ public final class TraceWriter: @unchecked Sendable {
 
     // Lock order: the transport's send lock is never taken while holding this.
     private let lock = Lock()
-    private var queue: [[Span]] = []
+    /// Traces are encoded as they are accepted (under the lock: the flush
+    /// worker holds it only to swap the encoder out), so the flush worker
+    /// only finishes and sends, and no `Span` outlives `enqueue`.
+    private var building: TracePayloadEncoder
+    /// Encoders that reached `maxSpansPerSend`, oldest first.
+    private var sealed: [TracePayloadEncoder] = []
+    /// Spans in `building` and `sealed`.
     private var queuedSpans = 0
     private var retry: Batch?
     private var inFlightSpans = 0
@@ -71,6 +80,7 @@ public final class TraceWriter: @unchecked Sendable {
     public init(endpoint: AgentEndpoint, policy: SendPolicy, configuration: WriterConfiguration = WriterConfiguration(),
                 timeouts: Timeouts = Timeouts(), registry: AtForkRegistry = .shared) throws(SystemError) {
         self.configuration = configuration
+        building = TracePayloadEncoder(version: configuration.apiVersion)
         // Tick often enough for backoff and the once-a-second gauge; the
         // flush interval itself is checked on each tick.
         let tickMilliseconds = min(100, configuration.flushIntervalMilliseconds)
@@ -104,9 +114,16 @@ public final class TraceWriter: @unchecked Sendable {
                 counters.dropped[.bufferFull, default: 0] += UInt64(spans)
                 return (false, false)
             }
-            queue.append(trace)
+            if building.spanCount > 0 && building.spanCount + spans > configuration.maxSpansPerSend {
+                sealed.append(building)
+                building = TracePayloadEncoder(version: configuration.apiVersion)
+            }
+            building.append(trace: trace)
             queuedSpans += spans
-            return (true, queuedSpans >= configuration.flushThreshold)
+            // Wake the flush worker once, when the threshold is crossed, not
+            // on every trace after it (a lock and a broadcast each).
+            let threshold = configuration.flushThreshold
+            return (true, queuedSpans >= threshold && queuedSpans - spans < threshold)
         }
         if !accepted {
             Telemetry.publish(.spanDropped, UInt64(spans), (stopping ? DropReason.closed : .bufferFull).rawValue)
@@ -150,7 +167,8 @@ public final class TraceWriter: @unchecked Sendable {
         let leftover: Int = lock.withLock {
             let left = queuedSpans + (retry?.spans ?? 0)
             if left > 0 { counters.dropped[.shutdownDeadline, default: 0] += UInt64(left) }
-            queue = []
+            building = TracePayloadEncoder(version: configuration.apiVersion)
+            sealed = []
             queuedSpans = 0
             retry = nil
             return left
@@ -172,7 +190,11 @@ public final class TraceWriter: @unchecked Sendable {
         if transport.participant.isQuiescing { return false }
         let now = Clock.monotonicNanoseconds()
         guard var batch = takeBatch(now: now, force: force) else { return false }
-        let payload = encode(batch)
+        let payload = EncodedPayload(
+            path: configuration.apiVersion.path, bytes: batch.payload,
+            headers: TracePayload.requestHeaders(traceCount: batch.traces, tracer: configuration.tracer),
+            traceCount: batch.traces, spanCount: batch.spans
+        )
         batch.attempts += 1
         let outcome = transport.send(payload, attempt: batch.attempts)
         settle(batch, outcome)
@@ -182,37 +204,39 @@ public final class TraceWriter: @unchecked Sendable {
     }
 
     private func takeBatch(now: UInt64, force: Bool) -> Batch? {
-        lock.withLock {
+        enum Taken { case retry(Batch), fresh(TracePayloadEncoder) }
+        let taken: Taken? = lock.withLock {
             if let pending = retry {
                 guard force || pending.notBefore <= now else { return nil }
                 retry = nil
                 inFlightSpans = pending.spans
-                return pending
+                return .retry(pending)
             }
             guard queuedSpans > 0 else { return nil }
             let due = force || queuedSpans >= configuration.flushThreshold
                 || now - lastFlush >= configuration.flushIntervalMilliseconds * 1_000_000
             guard due else { return nil }
-            var batch = Batch(traces: [], spans: 0)
-            while let first = queue.first, batch.spans == 0 || batch.spans + first.count <= configuration.maxSpansPerSend {
-                batch.traces.append(first)
-                batch.spans += first.count
-                queue.removeFirst()
+            let encoder: TracePayloadEncoder
+            if sealed.isEmpty {
+                encoder = building
+                building = TracePayloadEncoder(version: configuration.apiVersion)
+            } else {
+                encoder = sealed.removeFirst()
             }
-            queuedSpans -= batch.spans
-            inFlightSpans = batch.spans
+            queuedSpans -= encoder.spanCount
+            inFlightSpans = encoder.spanCount
             lastFlush = now
-            return batch
+            return .fresh(encoder)
         }
-    }
-
-    private func encode(_ batch: Batch) -> EncodedPayload {
-        let version = configuration.apiVersion
-        return EncodedPayload(
-            path: version.path, bytes: version.encode(batch.traces),
-            headers: TracePayload.requestHeaders(traceCount: batch.traces.count, tracer: configuration.tracer),
-            traceCount: batch.traces.count, spanCount: batch.spans
-        )
+        switch taken {
+        case nil: return nil
+        case .retry(let batch): return batch
+        case .fresh(var encoder):
+            // Finished outside the lock: joining the string table and the
+            // spans copies the whole payload while a request may be waiting.
+            let traces = encoder.traceCount, spans = encoder.spanCount
+            return Batch(payload: encoder.finish(), traces: traces, spans: spans)
+        }
     }
 
     private func settle(_ batch: Batch, _ outcome: SendOutcome) {
@@ -291,7 +315,8 @@ public final class TraceWriter: @unchecked Sendable {
     /// sends those spans); this process starts empty.
     private func resetInChild() {
         lock.reinitializeInChild()
-        queue = []
+        building = TracePayloadEncoder(version: configuration.apiVersion)
+        sealed = []
         queuedSpans = 0
         retry = nil
         inFlightSpans = 0

@@ -27,6 +27,22 @@ public struct OrderedMap<Value> {
         values.reserveCapacity(minimumCapacity)
     }
 
+    /// The map of `keys[i]` to `values[i]`, for keys the caller knows are
+    /// distinct and few (a tracer's fixed tag names): no lookups, and a
+    /// shared `keys` array is not copied.
+    public init(distinctKeys keys: [String], values: [Value]) {
+        precondition(keys.count == values.count, "OrderedMap(distinctKeys:values:): \(keys.count) keys for \(values.count) values")
+        assert(Set(keys).count == keys.count, "OrderedMap(distinctKeys:values:): repeated key in \(keys)")
+        self.keys = keys
+        self.values = values
+        index = nil
+        if keys.count > Self.indexThreshold {
+            var built: [String: Int] = [:]
+            for (position, key) in keys.enumerated() { built[key] = position }
+            index = built
+        }
+    }
+
     /// Builds the map from pairs in order; a repeated key keeps its first
     /// position and its last value.
     public init(_ pairs: some Sequence<(String, Value)>) {
@@ -107,8 +123,15 @@ extension OrderedMap: RandomAccessCollection {
 }
 
 extension OrderedMap: ExpressibleByDictionaryLiteral {
+    // Not through the generic `init(_:)`: that one, unspecialized across
+    // modules, instantiates tuple and sequence metadata on every call, which
+    // made `Span(…)` with its default `[:]` tags cost more than encoding it.
     public init(dictionaryLiteral elements: (String, Value)...) {
-        self.init(elements)
+        self.init()
+        if elements.isEmpty { return }
+        keys.reserveCapacity(elements.count)
+        values.reserveCapacity(elements.count)
+        for index in elements.indices { self[elements[index].0] = elements[index].1 }
     }
 }
 

@@ -32,6 +32,14 @@
 #include "cancellation.h"
 #include "locks.h"
 
+// MARK: cache hints.
+
+// Starts loading the cache line at p for a write soon: a hash table far
+// larger than the cache (the agent's seen span ids) overlaps its misses.
+static inline void fks_prefetch_for_write(const void *p) {
+    __builtin_prefetch(p, 1, 3);
+}
+
 // MARK: atomics on raw memory.
 // Every pointer must be naturally aligned; the ring format guarantees it.
 

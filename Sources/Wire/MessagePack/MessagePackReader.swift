@@ -378,10 +378,13 @@ public struct MessagePackReader: Sendable {
         return start..<(start + count)
     }
 
+    /// A big-endian integer at `index`; the caller checked the bytes are there.
+    @inline(__always)
     func load<T: FixedWidthInteger & UnsignedInteger>(_: T.Type, at index: Int) -> T {
-        var value: T = 0
-        for i in 0..<(T.bitWidth / 8) { value = value << 8 | T(bytes[index + i]) }
-        return value
+        // One unaligned load and a byte swap, not a shift per byte: the
+        // agent reads three ids and three integers per span this way.
+        precondition(index >= 0 && index + MemoryLayout<T>.size <= bytes.count)
+        return bytes.withUnsafeBytes { raw in T(bigEndian: raw.loadUnaligned(fromByteOffset: index, as: T.self)) }
     }
 
     func mismatch(_ expected: MessagePackType, _ lead: UInt8) -> MessagePackError {

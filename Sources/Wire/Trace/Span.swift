@@ -29,7 +29,7 @@ public struct Span: Equatable, Sendable {
         traceID: UInt64, spanID: UInt64, parentID: UInt64 = 0,
         name: String, resource: String, service: String, type: String = "",
         start: Int64, duration: Int64, error: Int32 = 0,
-        meta: OrderedMap<String> = [:], metrics: OrderedMap<Double> = [:]
+        meta: OrderedMap<String> = OrderedMap(), metrics: OrderedMap<Double> = OrderedMap()
     ) {
         self.traceID = traceID
         self.spanID = spanID

@@ -84,6 +84,43 @@ public enum TracePayload {
     }
 }
 
+/// A payload of either version, built a trace at a time: an exporter's
+/// buffer between flushes. Spans are encoded when they are appended, so
+/// what waits is bytes, not `Span` values holding strings and maps.
+public struct TracePayloadEncoder: Sendable {
+    public let version: TraceAPIVersion
+    private var v04: TracePayloadV04Encoder?
+    private var v05: TracePayloadV05Encoder?
+
+    public init(version: TraceAPIVersion) {
+        self.version = version
+        switch version {
+        case .v04: v04 = TracePayloadV04Encoder()
+        case .v05: v05 = TracePayloadV05Encoder()
+        }
+    }
+
+    public var traceCount: Int { v04?.traceCount ?? v05?.traceCount ?? 0 }
+    public var spanCount: Int { v04?.spanCount ?? v05?.spanCount ?? 0 }
+    public var byteCount: Int { v04?.byteCount ?? v05?.byteCount ?? 0 }
+
+    public mutating func append(trace: [Span]) {
+        // Mutated through the optional in place: no copy of the buffer.
+        switch version {
+        case .v04: v04!.append(trace: trace)
+        case .v05: v05!.append(trace: trace)
+        }
+    }
+
+    /// The payload; the encoder starts over.
+    public mutating func finish() -> [UInt8] {
+        switch version {
+        case .v04: v04!.finish()
+        case .v05: v05!.finish()
+        }
+    }
+}
+
 /// Builds a v0.4 payload a trace at a time (a writer's buffer between
 /// flushes). `finish` returns the payload and starts over.
 public struct TracePayloadV04Encoder: Sendable {
@@ -124,10 +161,8 @@ public struct TracePayloadV04Encoder: Sendable {
 /// Builds a v0.5 payload a trace at a time: strings are interned into the
 /// table as spans are appended; `finish` joins table and traces.
 public struct TracePayloadV05Encoder: Sendable {
-    var strings: [String] = [""]
-    var indices: [String: UInt32] = ["": 0]
+    var strings = PayloadStringTable()
     var body = MessagePackWriter()
-    var stringBytes = 1
     public private(set) var traceCount = 0
     public private(set) var spanCount = 0
 
@@ -135,35 +170,38 @@ public struct TracePayloadV05Encoder: Sendable {
 
     /// Bytes `finish` would return now.
     public var byteCount: Int {
-        1 + TracePayloadV04Encoder.arrayHeaderSize(strings.count) + stringBytes
+        1 + TracePayloadV04Encoder.arrayHeaderSize(strings.count) + strings.encoded.count
             + TracePayloadV04Encoder.arrayHeaderSize(traceCount) + body.count
     }
 
     public mutating func append(trace: [Span]) {
         body.writeArrayHeader(count: trace.count)
         for position in trace.indices {
-            let span = trace[position]
+            // Fields read through the array in place: a copy of the span
+            // would retain its six strings and two maps.
             body.writeArrayHeader(count: 12)
-            body.write(index(span.service))
-            body.write(index(span.name))
-            body.write(index(span.resource))
-            body.write(span.traceID)
-            body.write(span.spanID)
-            body.write(span.parentID)
-            body.write(span.start)
-            body.write(span.duration)
-            body.write(span.error)
-            body.writeMapHeader(count: span.meta.count)
-            for (key, value) in span.meta {
-                body.write(index(key))
-                body.write(index(value))
+            body.write(strings.index(of: trace[position].service))
+            body.write(strings.index(of: trace[position].name))
+            body.write(strings.index(of: trace[position].resource))
+            body.write(trace[position].traceID)
+            body.write(trace[position].spanID)
+            body.write(trace[position].parentID)
+            body.write(trace[position].start)
+            body.write(trace[position].duration)
+            body.write(trace[position].error)
+            let meta = trace[position].meta
+            body.writeMapHeader(count: meta.count)
+            for index in meta.indices {
+                body.write(strings.index(of: meta.keys[index]))
+                body.write(strings.index(of: meta.values[index]))
             }
-            body.writeMapHeader(count: span.metrics.count)
-            for (key, value) in span.metrics {
-                body.write(index(key))
-                body.write(value)
+            let metrics = trace[position].metrics
+            body.writeMapHeader(count: metrics.count)
+            for index in metrics.indices {
+                body.write(strings.index(of: metrics.keys[index]))
+                body.write(metrics.values[index])
             }
-            body.write(index(span.type))
+            body.write(strings.index(of: trace[position].type))
         }
         traceCount += 1
         spanCount += trace.count
@@ -173,22 +211,11 @@ public struct TracePayloadV05Encoder: Sendable {
         var writer = MessagePackWriter(reservingCapacity: byteCount)
         writer.writeArrayHeader(count: 2)
         writer.writeArrayHeader(count: strings.count)
-        for string in strings { writer.write(string) }
+        writer.writeEncoded(strings.encoded)
         writer.writeArrayHeader(count: traceCount)
         writer.writeEncoded(body.bytes)
         self = TracePayloadV05Encoder()
         return writer.bytes
-    }
-
-    mutating func index(_ string: String) -> UInt32 {
-        if let index = indices[string] { return index }
-        let index = UInt32(strings.count)
-        strings.append(string)
-        indices[string] = index
-        var header = MessagePackWriter()
-        header.writeStringHeader(count: string.utf8.count)
-        stringBytes += header.count + string.utf8.count
-        return index
     }
 }
 

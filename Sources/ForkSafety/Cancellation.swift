@@ -23,6 +23,9 @@ public final class CancellationSource: @unchecked Sendable {
     /// cancelled at once (its sender took the send permit just before the
     /// fork set `quiescing`, and begins after `before` cancelled).
     private var cancelOnBegin: CancelReason? = nil
+    /// After a fork, the eventfd this process inherited (shared with the
+    /// parent) until the first send here replaces it; -1 otherwise.
+    private var inheritedEventFD: Int32 = -1
 
     public init() throws(SystemError) {
         signalSafeState = .allocate(capacity: 1)
@@ -31,7 +34,8 @@ public final class CancellationSource: @unchecked Sendable {
     }
 
     deinit {
-        _ = Glibc.close(signalSafeState.pointee.eventfd)
+        if signalSafeState.pointee.eventfd >= 0 { _ = Glibc.close(signalSafeState.pointee.eventfd) }
+        if inheritedEventFD >= 0 { _ = Glibc.close(inheritedEventFD) }
         signalSafeState.deallocate()
     }
 
@@ -43,6 +47,7 @@ public final class CancellationSource: @unchecked Sendable {
     /// caller's send lock; a second concurrent begin is a programming error.
     public func begin() -> CancellationToken {
         let (sequence, cancelled): (UInt64, CancelReason?) = lock.withLock {
+            if signalSafeState.pointee.eventfd < 0 { replaceInheritedEventFD() }
             let sequence = nextSequence
             nextSequence += 1
             running = sequence
@@ -116,18 +121,40 @@ public final class CancellationSource: @unchecked Sendable {
 
     /// In a forked child: the parent's send (if any) does not exist here,
     /// and the inherited eventfd is shared with the parent, so a cancel in
-    /// one process would wake a sender in the other. Start over with a
-    /// fresh eventfd; close the inherited one.
-    public func resetInChild() throws(SystemError) {
+    /// one process would wake (or a drain steal the wake of) a sender in
+    /// the other. It is set aside at once — from here on nothing reads or
+    /// writes it — and replaced by a fresh one at the first send in this
+    /// process, not now: a child that never sends (one that execs or exits
+    /// at once) makes no eventfd, and the fork's child stage stays short.
+    /// Until then no send runs, so a cancel (even from a signal handler)
+    /// finds nothing to wake.
+    public func resetInChild() {
         lock.reinitializeInChild()
         idle.reinitializeInChild()
-        let fresh = try EventFD.create()
-        let inherited = signalSafeState.pointee.eventfd
         fks_store_release_u64(signalSafeState, 0)
-        signalSafeState.pointee.eventfd = fresh.rawValue
-        _ = Glibc.close(inherited)
+        if signalSafeState.pointee.eventfd >= 0 {
+            if inheritedEventFD >= 0 { _ = Glibc.close(inheritedEventFD) }
+            inheritedEventFD = signalSafeState.pointee.eventfd
+            signalSafeState.pointee.eventfd = -1
+        }
         running = 0
         cancelOnBegin = nil
+    }
+
+    /// The first send after a fork: close the inherited eventfd, take a
+    /// fresh one. Without one (e.g. EMFILE) the send still runs; a cancel
+    /// then takes effect when its wait next wakes (poll ignores fd -1).
+    /// Called with `lock` held, before the send is marked running.
+    private func replaceInheritedEventFD() {
+        if inheritedEventFD >= 0 {
+            _ = Glibc.close(inheritedEventFD)
+            inheritedEventFD = -1
+        }
+        do {
+            signalSafeState.pointee.eventfd = try EventFD.create().rawValue
+        } catch {
+            Telemetry.publish(.sendFail, 0, Telemetry.intern("no cancellation eventfd after fork: \(error); cancels wait for the next wake"), 0, UInt64(error.errno.rawValue))
+        }
     }
 
     private var reasonAddress: UnsafeMutableRawPointer { UnsafeMutableRawPointer(signalSafeState) + 8 }

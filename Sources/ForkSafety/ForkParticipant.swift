@@ -223,9 +223,7 @@ public final class ForkParticipant: @unchecked Sendable {
     private func rebuildInChild(reason: String) {
         sendLock.reinitializeInChild()
         policyLock.reinitializeInChild()
-        do { try cancellation.resetInChild() } catch {
-            Telemetry.publish(.sendFail, 0, Telemetry.intern("cancellation reset after fork: \(error)"), 0, UInt64(error.errno.rawValue))
-        }
+        cancellation.resetInChild()
         fks_store_release_u64(quiescing, 0)
         resetInChild?()
         runtime?.rebuildInChild(reason: reason)

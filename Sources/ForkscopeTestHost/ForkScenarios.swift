@@ -20,6 +20,7 @@ import Posix
 ///   fork-late-send cancel|drain:T   the send begins only once `before` is past its cancel/drain step
 ///   fork-census              prints both pids, waits on stdin for the test's census
 ///   fork-deferred            workers start on first use after a fork, at once when work waits
+///   fork-eventfd             the child sets the shared cancellation eventfd aside; its first send takes its own
 enum ForkScenarios {
     static func run(_ mode: String, writer: RingWriter, arguments: [String]) -> Never {
         Telemetry.install(writer)
@@ -41,6 +42,7 @@ enum ForkScenarios {
             sendBeginningLate(policy: policy)
         case "fork-census": census()
         case "fork-deferred": deferredStart()
+        case "fork-eventfd": childCancellationEventFD()
         default: fail(64, "unknown mode \(mode)")
         }
         exit(0)
@@ -253,6 +255,42 @@ enum ForkScenarios {
         }
         require(raw > 0, 14, "fork(): \(Errno.current)")
         expectChildSuccess(raw, step: 15)
+        report("ok parent=\(getpid())")
+    }
+
+    /// The cancellation eventfd is shared with the parent after fork():
+    /// the child stops using it in its fork stage, and its first send
+    /// takes a fresh one that a cancel there wakes (and the parent's does
+    /// not, nor does the child drain the parent's).
+    private static func childCancellationEventFD() {
+        let (_, participant) = exporter(workers: 1)
+        let source = participant.cancellation
+        let inherited = source.wakeDescriptor.rawValue
+        require(inherited >= 0, 1, "the parent has no cancellation eventfd")
+        switch forkOrFail(2) {
+        case .child:
+            childRequire(source.wakeDescriptor.rawValue == -1, .inheritedEventFD)
+            let token = source.begin()
+            let fresh = source.wakeDescriptor.rawValue
+            childRequire(fresh >= 0, .noFreshEventFD)
+            // The inherited descriptor is closed (its number may be the
+            // fresh one's, reused): it is no longer the parent's object.
+            childRequire(fresh == inherited || fcntl(inherited, F_GETFD) == -1, .inheritedEventFD)
+            childRequire(source.cancelCurrent(reason: .operatorRequest), .cancelDidNotWake)
+            var fds = [pollfd(fd: fresh, events: Int16(POLLIN), revents: 0)]
+            childRequire(poll(&fds, 1, 2000) == 1, .cancelDidNotWake)
+            childRequire(source.end(token) == .operatorRequest, .cancelDidNotWake)
+            _exit(0)
+        case .parent(let child):
+            expectChildSuccess(child, step: 3)
+            // The parent's own descriptor is untouched and still works.
+            require(source.wakeDescriptor.rawValue == inherited && fcntl(inherited, F_GETFD) != -1, 4, "the parent's eventfd changed")
+            let token = source.begin()
+            require(source.cancelCurrent(reason: .shutdown), 5, "the parent's cancel found no send")
+            var fds = [pollfd(fd: inherited, events: Int16(POLLIN), revents: 0)]
+            require(poll(&fds, 1, 2000) == 1, 6, "the parent's cancel did not wake its eventfd")
+            require(source.end(token) == .shutdown, 7, "the parent's send did not end cancelled")
+        }
         report("ok parent=\(getpid())")
     }
 

@@ -26,11 +26,14 @@ func require(_ condition: Bool, _ step: Int32, _ why: @autoclosure () -> String)
 enum ChildStep: Int32, CustomStringConvertible {
     case forkGeneration = 1, runtimeGeneration, runtimeNotRunning, noJob, jobInProgressAtFork, parentJobQueued
     case sendNotEnded, sendPermitRefused, sendCancelledInChild, recoveryNotDetected, recoveredTwice, quiescing, threadNames
-    case setup, daemonSession, threadsNotDeferred
+    case setup, daemonSession, threadsNotDeferred, inheritedEventFD, noFreshEventFD, cancelDidNotWake
 
     var description: String {
         switch self {
         case .threadsNotDeferred: "the rebuilt runtime started threads before its first use"
+        case .inheritedEventFD: "the child still uses the eventfd it shares with its parent"
+        case .noFreshEventFD: "the child's first send did not take an eventfd of its own"
+        case .cancelDidNotWake: "a cancel in the child did not wake its sender's poll"
         case .forkGeneration: "Fork.generation is not the parent's + 1"
         case .runtimeGeneration: "the runtime is not at generation + 1"
         case .runtimeNotRunning: "the rebuilt runtime is not running"

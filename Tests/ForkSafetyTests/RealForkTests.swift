@@ -295,6 +295,11 @@ final class RealForkTests: XCTestCase {
         XCTAssertEqual(ring.of(.forkDetectedWithoutHooks).count, 1, ring.summary)
     }
 
+    func testTheChildSetsTheSharedEventFDAsideAndItsFirstSendTakesItsOwn() throws {
+        let scenario = try ForkScenario("fork-eventfd")
+        try scenario.expectSuccess()
+    }
+
     func testParentAndChildHaveOnlyTheMainThreadAndOurNamedThreads() throws {
         let scenario = try ForkScenario("fork-census")
         let census = try scenario.line()

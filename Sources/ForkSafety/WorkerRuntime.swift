@@ -31,6 +31,7 @@ public final class WorkerRuntime: @unchecked Sendable {
     private let tickInterval: UInt64
     private let tick: Job?
     private let hasWork: (() -> Bool)?
+    private let stacks = WorkerStacks()
 
     // Lock order: a participant's send lock, then this lock.
     private let lock = Lock()
@@ -72,7 +73,10 @@ public final class WorkerRuntime: @unchecked Sendable {
         self.hasWork = hasWork
     }
 
-    deinit { deferred.deallocate() }
+    deinit {
+        deferred.deallocate()
+        stacks.release()
+    }
 
     public var state: State { lock.withLock { _state } }
 
@@ -231,7 +235,12 @@ public final class WorkerRuntime: @unchecked Sendable {
         for index in 0..<workerCount {
             let context = Unmanaged.passRetained(WorkerContext(runtime: self, index: index)).toOpaque()
             var thread = pthread_t()
-            if pthread_create(&thread, nil, workerThreadMain, context) == 0 {
+            var attributes = pthread_attr_t()
+            pthread_attr_init(&attributes)
+            if let stack = stacks.stack(for: index) { pthread_attr_setstack(&attributes, stack, WorkerStacks.size) }
+            let created = pthread_create(&thread, &attributes, workerThreadMain, context)
+            pthread_attr_destroy(&attributes)
+            if created == 0 {
                 threads.append(thread)
             } else {
                 Unmanaged<WorkerContext>.fromOpaque(context).release()
@@ -273,6 +282,43 @@ public final class WorkerRuntime: @unchecked Sendable {
         }
         lock.unlock()
         Telemetry.publish(.threadStop, generation: generation, UInt64(pid: fks_cached_tid()), nameRef)
+    }
+}
+
+/// The workers' stacks, mapped once and reused by each generation of
+/// threads. A thread on a stack glibc allocated gives back its unused pages
+/// as it exits (madvise(MADV_DONTNEED), a TLB shoot-down across CPUs): most
+/// of what joining an idle worker costs, and joining is on every fork's
+/// path. glibc leaves a stack the caller provides alone. Only ever handed to
+/// one thread at a time: a worker's thread is joined (or, after a fork, does
+/// not exist) before the next one starts on its stack.
+private final class WorkerStacks {
+    /// Generous for a flush thread's Swift frames, debug builds included;
+    /// only the pages touched are ever backed.
+    static let size = 1 << 20
+    private static let guardSize = 4096
+    private var mapped: [UnsafeMutableRawPointer?] = []
+
+    /// The stack of worker `index` (nil: mapping failed, use a default one).
+    func stack(for index: Int) -> UnsafeMutableRawPointer? {
+        while mapped.count <= index { mapped.append(WorkerStacks.map()) }
+        return mapped[index]
+    }
+
+    func release() {
+        for case let stack? in mapped { munmap(stack, WorkerStacks.size) }
+        mapped = []
+    }
+
+    /// A private stack mapping whose lowest page is a guard page.
+    private static func map() -> UnsafeMutableRawPointer? {
+        guard let region = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0),
+              region != MAP_FAILED else { return nil }
+        guard mprotect(region, guardSize, PROT_NONE) == 0 else {
+            munmap(region, size)
+            return nil
+        }
+        return region
     }
 }
 

@@ -93,10 +93,14 @@ final class GunicornHostTests: XCTestCase {
         XCTAssertLessThan(childExit.time, preFork3.time, "gunicorn reaps, then spawns the replacement")
         assertWorkerFork(ring, master: host.master, age: 3, preload: true)
         // A fresh runtime: rebuilt at generation 2 from the master's 1 (not
-        // the dead worker's), with its own flush thread.
+        // the dead worker's), with its own flush thread, started by its
+        // first span (none yet if it served no request: it waits for first use).
         let rebuild = try XCTUnwrap(ring.kind(.runtimeRebuild, pid: fresh).first, ring.describe(fresh))
         XCTAssertEqual([rebuild.a0, rebuild.a1], [1, 2])
-        XCTAssertTrue(ring.kind(.threadStart, pid: fresh).contains { ring.string($0.a1) == "fks-flush0" }, ring.describe(fresh))
+        let freshServed = total.perPid[fresh] ?? 0
+        if freshServed > 0 {
+            XCTAssertTrue(ring.kind(.threadStart, pid: fresh).contains { ring.string($0.a1) == "fks-flush0" }, "served \(freshServed): " + ring.describe(fresh))
+        }
     }
 
     /// The second seed's failure, in full: no at-fork stages and no fork
@@ -112,8 +116,10 @@ final class GunicornHostTests: XCTestCase {
             XCTAssertFalse(Threads.names(of: worker).contains("fks-flush0"), "worker \(worker) threads: \(Threads.names(of: worker))")
         }
 
+        // The state comes from whichever worker accepts its request: perhaps
+        // one that served none of the load (wrk-style connections can all
+        // land on one worker). The ring's gauges below cover every worker.
         let (load, state, counters, accepted) = try host.serveThenReadState(300)
-        XCTAssertGreaterThan(accepted, 0)
         XCTAssertEqual(counters["sent"]?.numberValue, 0, "\(state.jsonText)")
         XCTAssertEqual(counters["buffered"]?.numberValue, accepted, "piled up: \(state.jsonText)")
         XCTAssertEqual(counters["runtime_state"]?.stringValue, "running", "the runtime believes its thread runs")
@@ -134,8 +140,12 @@ final class GunicornHostTests: XCTestCase {
             XCTAssertGreaterThan(gauge.time, exit.time)
             XCTAssertEqual(gauge.a2, 0, "sent")
             XCTAssertEqual(gauge.a0, gauge.a1, "buffered == accepted")
-            XCTAssertEqual(gauge.a1, UInt64(load.perPid[worker] ?? -1), "accepted == requests served")
+            XCTAssertEqual(gauge.a1, UInt64(load.perPid[worker] ?? 0), "accepted == requests served")
         }
+        // Every request's spans are stuck in some worker.
+        let stuck = workers.compactMap { ring.kind(.writerGauge, pid: $0).last?.a0 }.reduce(0, +)
+        XCTAssertEqual(stuck, UInt64(load.perPid.values.reduce(0, +)), "every accepted span still buffered at exit")
+        XCTAssertGreaterThan(stuck, 0)
     }
 
     /// The same failure with fork detection on (the default): the workers

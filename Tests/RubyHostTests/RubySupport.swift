@@ -156,7 +156,9 @@ struct RubyServerRun {
     /// for the server to respawn it, serves 150 more and stops: no span is
     /// duplicated, the survivors and the replacement lost none, and the
     /// victim's count at the agent is at most what it served.
-    func killWorkerZeroMidRun(file: StaticString = #filePath, line: UInt = #line) throws -> (victim: pid_t, fresh: pid_t, killedAt: UInt64) {
+    /// `freshServed`: requests the replacement served (its flush thread
+    /// starts with its first span; with none it is still waiting).
+    func killWorkerZeroMidRun(file: StaticString = #filePath, line: UInt = #line) throws -> (victim: pid_t, fresh: pid_t, killedAt: UInt64, freshServed: Int) {
         let victim = try XCTUnwrap(try host.ring.pids(ofHook: host.bootHook, index: 0).first, file: file, line: line)
         let killedAt = try XCTUnwrap(try host.ring.events.last?.time, file: file, line: line)
         // Mid-run: the load is running when the worker dies; its requests
@@ -187,7 +189,7 @@ struct RubyServerRun {
         }
         XCTAssertLessThanOrEqual(stats.perProcess[victim] ?? 0, total.perPid[victim] ?? 0, file: file, line: line)
         print("\(host.server) kill mid-run: \(first.failed) request(s) failed with the victim; victim \(victim) served \(total.perPid[victim] ?? 0), agent has \(stats.perProcess[victim] ?? 0) of them; others \(total.perPid.filter { $0.key != victim })")
-        return (victim, fresh, killedAt)
+        return (victim, fresh, killedAt, total.perPid[fresh] ?? 0)
     }
 }
 

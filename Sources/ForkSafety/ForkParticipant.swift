@@ -52,10 +52,12 @@ public enum SendPolicy: Equatable, Sendable, CustomStringConvertible {
 /// the in-flight send or wait for it (`drain:T` waits up to T, then
 /// cancels); (3) join the workers; (4) hold the send lock across fork().
 ///
-/// `parent`: release the send lock, clear `quiescing`, restart the workers.
+/// `parent`: release the send lock, clear `quiescing`, restart the workers
+/// (their threads start on first use, or at once if work waits).
 ///
 /// `child`: never join or unlock what was inherited: re-initialise the
-/// locks, take a fresh cancellation eventfd, and rebuild the runtime at
+/// locks, set the eventfd shared with the parent aside (the first send
+/// here takes a fresh one), and rebuild the runtime at
 /// generation + 1.
 ///
 /// A raw fork() that ran none of this is detected on first use

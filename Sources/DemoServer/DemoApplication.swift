@@ -25,14 +25,18 @@ public final class DemoApplication: @unchecked Sendable {
         // v0.5 (a string table, spans as arrays): a quarter of the bytes of
         // v0.4, and the agent decodes it twice as fast.
         writerConfiguration.apiVersion = .v05
+        writerConfiguration.payloadConstants = Self.constants
         writerConfiguration.tracer = TracerIdentity(language: "swift", languageVersion: "6.3", tracerVersion: "forkscope-demo")
         writer = try TraceWriter(endpoint: AgentEndpoint(parsing: configuration.agentURL), policy: configuration.policy,
                                  configuration: writerConfiguration)
         writer.transport.participant.detectsUnhookedForks = configuration.detectForks
     }
 
-    /// Builds the span tree of one request (2–5 spans) and hands it to the
-    /// exporter; returns how many spans it made.
+    /// Writes the span tree of one request (2–5 spans) straight into the
+    /// exporter's payload; returns how many spans it made. The strings that
+    /// never change are `Self.constants` (a v0.5 table slot known in
+    /// advance); what comes from the request (method, target, status) is
+    /// written, and interned, per span as before.
     @discardableResult
     public func trace(method: String, target: String, durationNanoseconds: Int64, status: Int) -> Int {
         var random = SpanIDGenerator.shared
@@ -41,51 +45,67 @@ public final class DemoApplication: @unchecked Sendable {
         let rootID = UInt64.random(in: 1...UInt64.max, using: &random)
         let now = Int64(Clock.realtimeNanoseconds())
         let start = now - durationNanoseconds
-        let tags = ProcessTags.current
-        var root = Span(traceID: traceID, spanID: rootID, parentID: 0, name: "http.request", resource: method + " " + target,
-                        service: service, type: "web", start: start, duration: durationNanoseconds, error: status >= 500 ? 1 : 0)
-        root.meta = OrderedMap(distinctKeys: Self.rootMetaKeys, values: [method, target, String(status), "forkscope-demo"])
-        root.metrics = tags.rootMetrics
+        let pid = Double(fks_cached_pid())
         let children = Int.random(in: 1...4, using: &random)
-        var spans: [Span] = []
-        spans.reserveCapacity(children + 1)
-        spans.append(root)
-        let slice = max(1, durationNanoseconds / Int64(children + 1))
-        for index in 0..<children {
-            let name = Self.childNames[index]
-            spans.append(Span(traceID: traceID, spanID: UInt64.random(in: 1...UInt64.max, using: &random), parentID: rootID,
-                              name: name, resource: name, service: service, type: index == 1 ? "sql" : "custom",
-                              start: start + slice * Int64(index), duration: slice, error: 0, metrics: tags.childMetrics))
+        var childIDs: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+        withUnsafeMutableBytes(of: &childIDs) { ids in
+            for index in 0..<children { ids.storeBytes(of: UInt64.random(in: 1...UInt64.max, using: &random), toByteOffset: index * 8, as: UInt64.self) }
         }
-        writer.enqueue(spans)
-        return spans.count
+        let resource = method + " " + target
+        let slice = max(1, durationNanoseconds / Int64(children + 1))
+        writer.enqueue(spanCount: children + 1) { payload in
+            typealias C = DemoApplication.Constant
+            payload.beginTrace(spanCount: children + 1)
+            payload.beginSpan(service: C.service, name: C.httpRequest, resource: .dynamic(resource), traceID: traceID, spanID: rootID,
+                              parentID: 0, start: start, duration: durationNanoseconds, error: status >= 500 ? 1 : 0)
+            payload.beginMeta(count: 4)
+            payload.tag(C.httpMethod, .dynamic(method))
+            payload.tag(C.httpURL, .dynamic(target))
+            payload.tag(C.httpStatusCode, .dynamic(String(status)))
+            payload.tag(C.component, C.service)
+            payload.beginMetrics(count: 3)
+            payload.metric(C.processID, pid)
+            payload.metric(C.topLevel, 1)
+            payload.metric(C.samplingPriority, 1)
+            payload.endSpan(type: C.web)
+            withUnsafeBytes(of: childIDs) { ids in
+                for index in 0..<children {
+                    let name = C.childNames[index]
+                    payload.beginSpan(service: C.service, name: name, resource: name, traceID: traceID,
+                                      spanID: ids.load(fromByteOffset: index * 8, as: UInt64.self), parentID: rootID,
+                                      start: start + slice * Int64(index), duration: slice, error: 0)
+                    payload.beginMeta(count: 0)
+                    payload.beginMetrics(count: 1)
+                    payload.metric(C.processID, pid)
+                    payload.endSpan(type: index == 1 ? C.sql : C.custom)
+                }
+            }
+        }
+        return children + 1
     }
 
-    // Built once, not per request: the tag names never change.
-    static let rootMetaKeys = ["http.method", "http.url", "http.status_code", "component"]
-    static let childNames = ["app.handler", "db.query", "cache.get", "template.render"]
-}
+    /// Every string of the demo's spans that does not depend on the request.
+    static let constants = PayloadConstants([
+        "forkscope-demo", "http.request", "web", "http.method", "http.url", "http.status_code", "component",
+        "process_id", "_dd.top_level", "_sampling_priority_v1", "app.handler", "db.query", "cache.get", "template.render",
+        "sql", "custom",
+    ])
 
-/// The numeric tags that depend only on the process, built once per
-/// process (again after a fork: a preloaded app's worker has a new pid).
-struct ProcessTags {
-    let pid: Int32
-    let rootMetrics: OrderedMap<Double>
-    let childMetrics: OrderedMap<Double>
-
-    init(pid: Int32) {
-        self.pid = pid
-        rootMetrics = OrderedMap(distinctKeys: ["process_id", "_dd.top_level", "_sampling_priority_v1"], values: [Double(pid), 1, 1])
-        childMetrics = OrderedMap(distinctKeys: ["process_id"], values: [Double(pid)])
-    }
-
-    nonisolated(unsafe) private static var cached = ProcessTags(pid: fks_cached_pid())
-
-    /// One load of the cached pid per request, not a getpid(2).
-    static var current: ProcessTags {
-        let pid = fks_cached_pid()
-        if cached.pid != pid { cached = ProcessTags(pid: pid) }
-        return cached
+    /// `constants` by name (positions in that list).
+    enum Constant {
+        static let service = SpanText.constant(constants[0])
+        static let httpRequest = SpanText.constant(constants[1])
+        static let web = SpanText.constant(constants[2])
+        static let httpMethod = constants[3]
+        static let httpURL = constants[4]
+        static let httpStatusCode = constants[5]
+        static let component = constants[6]
+        static let processID = constants[7]
+        static let topLevel = constants[8]
+        static let samplingPriority = constants[9]
+        static let childNames = (10...13).map { SpanText.constant(constants[$0]) }
+        static let sql = SpanText.constant(constants[14])
+        static let custom = SpanText.constant(constants[15])
     }
 }
 

@@ -19,6 +19,9 @@ public struct WriterConfiguration: Sendable {
     public var backoffBaseMilliseconds: UInt64 = 50
     public var backoffMaxMilliseconds: UInt64 = 2_000
     public var apiVersion: TraceAPIVersion = .v04
+    /// Strings the direct span API (`enqueue(spanCount:encode:)`) writes
+    /// as constants; every payload is built with them.
+    public var payloadConstants: PayloadConstants?
     public var tracer = TracerIdentity(language: "swift", languageVersion: "6", tracerVersion: "forkscope-0.1")
 
     public init() {}
@@ -80,7 +83,7 @@ public final class TraceWriter: @unchecked Sendable {
     public init(endpoint: AgentEndpoint, policy: SendPolicy, configuration: WriterConfiguration = WriterConfiguration(),
                 timeouts: Timeouts = Timeouts(), registry: AtForkRegistry = .shared) throws(SystemError) {
         self.configuration = configuration
-        building = TracePayloadEncoder(version: configuration.apiVersion)
+        building = TracePayloadEncoder(version: configuration.apiVersion, constants: configuration.payloadConstants)
         // Tick often enough for backoff and the once-a-second gauge; the
         // flush interval itself is checked on each tick.
         let tickMilliseconds = min(100, configuration.flushIntervalMilliseconds)
@@ -100,10 +103,22 @@ public final class TraceWriter: @unchecked Sendable {
     /// Accepts a trace, or drops it (`buffer_full`, `closed`) with a count.
     @discardableResult
     public func enqueue(_ trace: [Span]) -> Bool {
+        accept(spans: trace.count) { $0.append(trace: trace) }
+    }
+
+    /// Accepts a trace of `spanCount` spans that `encode` writes straight
+    /// into the payload with the encoder's direct span API (`beginTrace`
+    /// with this count, then each span), under the writer's lock: no `Span`
+    /// values are built. Or drops it, as `enqueue(_:)` does.
+    @discardableResult
+    public func enqueue(spanCount: Int, encode: (inout TracePayloadEncoder) -> Void) -> Bool {
+        accept(spans: spanCount, encode)
+    }
+
+    private func accept(spans: Int, _ encode: (inout TracePayloadEncoder) -> Void) -> Bool {
         // A raw fork() may have left us a dead flush thread and a lock
         // held by a thread that does not exist: recover before locking.
         transport.participant.recoverFromUnhookedFork()
-        let spans = trace.count
         let (accepted, wake): (Bool, Bool) = lock.withLock {
             counters.accepted += UInt64(spans)
             if stopping {
@@ -116,9 +131,11 @@ public final class TraceWriter: @unchecked Sendable {
             }
             if building.spanCount > 0 && building.spanCount + spans > configuration.maxSpansPerSend {
                 sealed.append(building)
-                building = TracePayloadEncoder(version: configuration.apiVersion)
+                building = TracePayloadEncoder(version: configuration.apiVersion, constants: configuration.payloadConstants)
             }
-            building.append(trace: trace)
+            let before = building.spanCount
+            encode(&building)
+            precondition(building.spanCount == before + spans, "a trace must hold the spans it was accepted with")
             queuedSpans += spans
             // Wake the flush worker once, when the threshold is crossed, not
             // on every trace after it (a lock and a broadcast each).
@@ -167,7 +184,7 @@ public final class TraceWriter: @unchecked Sendable {
         let leftover: Int = lock.withLock {
             let left = queuedSpans + (retry?.spans ?? 0)
             if left > 0 { counters.dropped[.shutdownDeadline, default: 0] += UInt64(left) }
-            building = TracePayloadEncoder(version: configuration.apiVersion)
+            building = TracePayloadEncoder(version: configuration.apiVersion, constants: configuration.payloadConstants)
             sealed = []
             queuedSpans = 0
             retry = nil
@@ -219,7 +236,7 @@ public final class TraceWriter: @unchecked Sendable {
             let encoder: TracePayloadEncoder
             if sealed.isEmpty {
                 encoder = building
-                building = TracePayloadEncoder(version: configuration.apiVersion)
+                building = TracePayloadEncoder(version: configuration.apiVersion, constants: configuration.payloadConstants)
             } else {
                 encoder = sealed.removeFirst()
             }
@@ -315,7 +332,7 @@ public final class TraceWriter: @unchecked Sendable {
     /// sends those spans); this process starts empty.
     private func resetInChild() {
         lock.reinitializeInChild()
-        building = TracePayloadEncoder(version: configuration.apiVersion)
+        building = TracePayloadEncoder(version: configuration.apiVersion, constants: configuration.payloadConstants)
         sealed = []
         queuedSpans = 0
         retry = nil

@@ -130,6 +130,55 @@ final class TracePayloadTests: XCTestCase {
         }
     }
 
+    /// The direct span API (no `Span` values, constants pre-interned)
+    /// decodes to the same spans as encoding the `Span`s; v0.4 gives the
+    /// very same bytes; the agent's census reads it; the encoder starts
+    /// over with its constants after `finish`.
+    func testDirectSpanEncodingMatchesSpanEncoding() throws {
+        let root = Span(traceID: 7, spanID: 8, name: "op", resource: "GET /x", service: "svc", type: "web", start: 1_000,
+                        duration: 300_000, error: 1, meta: ["http.url": "/x", "component": "svc"], metrics: ["process_id": 42])
+        let child = Span(traceID: 7, spanID: 9, parentID: 8, name: "child", resource: "op", service: "svc", type: "",
+                         start: 2_000, duration: 5, metrics: ["process_id": 42, "_dd.top_level": 1])
+        let keyed = PayloadConstants(["svc", "op", "web", "process_id", "component", "http.url", "_dd.top_level"])
+        func write(_ payload: inout TracePayloadEncoder) {
+            payload.beginTrace(spanCount: 2)
+            payload.beginSpan(service: .constant(keyed[0]), name: .constant(keyed[1]), resource: .dynamic("GET /x"),
+                              traceID: 7, spanID: 8, parentID: 0, start: 1_000, duration: 300_000, error: 1)
+            payload.beginMeta(count: 2)
+            payload.tag(keyed[5], .dynamic("/x"))
+            payload.tag(keyed[4], .constant(keyed[0]))
+            payload.beginMetrics(count: 1)
+            payload.metric(keyed[3], 42)
+            payload.endSpan(type: .constant(keyed[2]))
+            payload.beginSpan(service: .dynamic("svc"), name: .dynamic("child"), resource: .constant(keyed[1]),
+                              traceID: 7, spanID: 9, parentID: 8, start: 2_000, duration: 5, error: 0)
+            payload.beginMeta(count: 0)
+            payload.beginMetrics(count: 2)
+            payload.metric(keyed[3], 42)
+            payload.metric(keyed[6], 1)
+            payload.endSpan(type: .dynamic(""))
+        }
+        for version in TraceAPIVersion.allCases {
+            var encoder = TracePayloadEncoder(version: version, constants: keyed)
+            for _ in 0..<2 {
+                write(&encoder)
+                encoder.append(trace: [root])
+                XCTAssertEqual(encoder.traceCount, 2)
+                XCTAssertEqual(encoder.spanCount, 3)
+                let expectedCount = encoder.byteCount
+                let bytes = encoder.finish()
+                XCTAssertEqual(bytes.count, expectedCount, "\(version)")
+                XCTAssertEqual(try version.decode(bytes), [[root, child], [root]], "\(version)")
+                if version == .v04 { XCTAssertEqual(bytes, version.encode([[root, child], [root]])) }
+                var census = TraceCensus()
+                try census.read(bytes, version: version)
+                XCTAssertEqual(census.spanIDs, [8, 9, 8])
+                XCTAssertEqual(census.chunkProcessIDs, [42, 42])
+                XCTAssertEqual(encoder.spanCount, 0, "finish starts over")
+            }
+        }
+    }
+
     func testV05InternsEachStringOnce() throws {
         let span = Span(traceID: 1, spanID: 1, name: "same", resource: "same", service: "same", type: "same", start: 0, duration: 0,
                         meta: ["same": "same"], metrics: ["same": 1])

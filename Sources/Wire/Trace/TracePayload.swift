@@ -89,20 +89,43 @@ public enum TracePayload {
 /// what waits is bytes, not `Span` values holding strings and maps.
 public struct TracePayloadEncoder: Sendable {
     public let version: TraceAPIVersion
-    private var v04: TracePayloadV04Encoder?
-    private var v05: TracePayloadV05Encoder?
+    /// Strings of the direct span API (`beginSpan`…) known in advance.
+    public let constants: PayloadConstants?
+    var v04: TracePayloadV04Encoder?
+    var v05: TracePayloadV05Encoder?
 
-    public init(version: TraceAPIVersion) {
+    public init(version: TraceAPIVersion, constants: PayloadConstants? = nil) {
         self.version = version
+        self.constants = constants
         switch version {
         case .v04: v04 = TracePayloadV04Encoder()
-        case .v05: v05 = TracePayloadV05Encoder()
+        case .v05: v05 = TracePayloadV05Encoder(constants: constants)
         }
     }
 
-    public var traceCount: Int { v04?.traceCount ?? v05?.traceCount ?? 0 }
-    public var spanCount: Int { v04?.spanCount ?? v05?.spanCount ?? 0 }
-    public var byteCount: Int { v04?.byteCount ?? v05?.byteCount ?? 0 }
+    // Read through a switch, not `v04?.x ?? v05?.x`: that form copied the
+    // whole encoder out of the optional (retaining its buffers), and a
+    // writer reads `spanCount` on every accepted trace.
+    public var traceCount: Int {
+        switch version {
+        case .v04: v04!.traceCount
+        case .v05: v05!.traceCount
+        }
+    }
+
+    public var spanCount: Int {
+        switch version {
+        case .v04: v04!.spanCount
+        case .v05: v05!.spanCount
+        }
+    }
+
+    public var byteCount: Int {
+        switch version {
+        case .v04: v04!.byteCount
+        case .v05: v05!.byteCount
+        }
+    }
 
     public mutating func append(trace: [Span]) {
         // Mutated through the optional in place: no copy of the buffer.
@@ -128,8 +151,8 @@ public struct TracePayloadV04Encoder: Sendable {
     /// `finish`, so traces are written once and never moved per append.
     static let headerRoom = 5
     var writer: MessagePackWriter
-    public private(set) var traceCount = 0
-    public private(set) var spanCount = 0
+    public internal(set) var traceCount = 0
+    public internal(set) var spanCount = 0
 
     public init(reservingCapacity capacity: Int = 0) {
         writer = MessagePackWriter(reservingCapacity: max(capacity, Self.headerRoom))
@@ -161,12 +184,19 @@ public struct TracePayloadV04Encoder: Sendable {
 /// Builds a v0.5 payload a trace at a time: strings are interned into the
 /// table as spans are appended; `finish` joins table and traces.
 public struct TracePayloadV05Encoder: Sendable {
-    var strings = PayloadStringTable()
+    var strings: PayloadStringTable
     var body = MessagePackWriter()
-    public private(set) var traceCount = 0
-    public private(set) var spanCount = 0
+    public internal(set) var traceCount = 0
+    public internal(set) var spanCount = 0
+    /// Interned first in every payload (the direct span API's constants).
+    let constants: PayloadConstants?
 
-    public init() {}
+    public init() { self.init(constants: nil) }
+
+    public init(constants: PayloadConstants?) {
+        self.constants = constants
+        strings = constants?.table ?? PayloadStringTable()
+    }
 
     /// Bytes `finish` would return now.
     public var byteCount: Int {
@@ -214,7 +244,7 @@ public struct TracePayloadV05Encoder: Sendable {
         writer.writeEncoded(strings.encoded)
         writer.writeArrayHeader(count: traceCount)
         writer.writeEncoded(body.bytes)
-        self = TracePayloadV05Encoder()
+        self = TracePayloadV05Encoder(constants: constants)
         return writer.bytes
     }
 }

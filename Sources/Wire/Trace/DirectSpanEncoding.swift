@@ -131,18 +131,7 @@ extension TracePayloadV04Encoder {
         write(name, constants)
         writer.writeKey("resource")
         write(resource, constants)
-        writer.writeKey("trace_id")
-        writer.write(traceID)
-        writer.writeKey("span_id")
-        writer.write(spanID)
-        writer.writeKey("parent_id")
-        writer.write(parentID)
-        writer.writeKey("start")
-        writer.write(start)
-        writer.writeKey("duration")
-        writer.write(duration)
-        writer.writeKey("error")
-        writer.write(error)
+        writer.writeV04SpanNumbers(traceID: traceID, spanID: spanID, parentID: parentID, start: start, duration: duration, error: error)
     }
 
     mutating func tag(_ key: PayloadConstant, _ value: SpanText, constants: PayloadConstants?) {

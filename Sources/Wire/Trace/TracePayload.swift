@@ -251,6 +251,27 @@ public struct TracePayloadV05Encoder: Sendable {
 
 // MARK: span encoding
 
+extension MessagePackWriter {
+    /// The six numeric fields of a v0.4 span map, `trace_id` … `error`, in
+    /// span.proto's order: the part a `Span` and the direct span API
+    /// (`TracePayloadEncoder.beginSpan`) write alike.
+    @inline(__always)
+    mutating func writeV04SpanNumbers(traceID: UInt64, spanID: UInt64, parentID: UInt64, start: Int64, duration: Int64, error: Int32) {
+        writeKey("trace_id")
+        write(traceID)
+        writeKey("span_id")
+        write(spanID)
+        writeKey("parent_id")
+        write(parentID)
+        writeKey("start")
+        write(start)
+        writeKey("duration")
+        write(duration)
+        writeKey("error")
+        write(error)
+    }
+}
+
 extension Span {
     /// This span as a v0.4 map of all 12 fields, in span.proto's order.
     public func encodeV04(into writer: inout MessagePackWriter) {
@@ -263,18 +284,7 @@ extension Span {
         writer.write(name)
         writer.writeKey("resource")
         writer.write(resource)
-        writer.writeKey("trace_id")
-        writer.write(traceID)
-        writer.writeKey("span_id")
-        writer.write(spanID)
-        writer.writeKey("parent_id")
-        writer.write(parentID)
-        writer.writeKey("start")
-        writer.write(start)
-        writer.writeKey("duration")
-        writer.write(duration)
-        writer.writeKey("error")
-        writer.write(error)
+        writer.writeV04SpanNumbers(traceID: traceID, spanID: spanID, parentID: parentID, start: start, duration: duration, error: error)
         writer.writeKey("meta")
         writer.writeMapHeader(count: meta.count)
         for index in meta.indices {

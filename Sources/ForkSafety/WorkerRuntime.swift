@@ -80,12 +80,10 @@ public final class WorkerRuntime: @unchecked Sendable {
 
     public var state: State { lock.withLock { _state } }
 
-    /// Whether this runtime's worker threads exist in this process: false
-    /// in the child of a fork that no hook handled (the second seed's
-    /// failure: the exporter believes its flush thread runs, and it does
-    /// not).
-    /// Threads deferred to first use count as existing: they start here
-    /// when needed.
+    /// Whether this runtime's worker threads exist in this process (or,
+    /// deferred after a fork, will start here on first use): false in the
+    /// child of a fork that no hook handled (the second seed's failure: the
+    /// exporter believes its flush thread runs, and it does not).
     public var threadsExistHere: Bool {
         lock.withLock { _state == .running && threadsForkCount == fks_fork_count() }
     }

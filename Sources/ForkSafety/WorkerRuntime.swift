@@ -309,26 +309,24 @@ private final class WorkerStacks {
     /// Generous for a flush thread's Swift frames, debug builds included;
     /// only the pages touched are ever backed.
     static let size = 1 << 20
-    private static let guardSize = 4096
-    private var mapped: [UnsafeMutableRawPointer?] = []
+    private var mapped: [MappedRegion?] = []
 
     /// The stack of worker `index` (nil: mapping failed, use a default one).
     func stack(for index: Int) -> UnsafeMutableRawPointer? {
         while mapped.count <= index { mapped.append(WorkerStacks.map()) }
-        return mapped[index]
+        return mapped[index]?.base
     }
 
     func release() {
-        for case let stack? in mapped { munmap(stack, WorkerStacks.size) }
+        for case let stack? in mapped { try? stack.unmap() }
         mapped = []
     }
 
-    /// A private stack mapping whose lowest page is a guard page.
-    private static func map() -> UnsafeMutableRawPointer? {
-        guard let region = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0),
-              region != MAP_FAILED else { return nil }
-        guard mprotect(region, guardSize, PROT_NONE) == 0 else {
-            munmap(region, size)
+    /// A private mapping whose lowest page is a guard page.
+    private static func map() -> MappedRegion? {
+        guard let region = try? MappedRegion.anonymous(length: size, shared: false) else { return nil }
+        do { try region.guardLowest(4096) } catch {
+            try? region.unmap()
             return nil
         }
         return region

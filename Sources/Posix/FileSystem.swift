@@ -139,6 +139,13 @@ public struct MappedRegion: @unchecked Sendable {
         return MappedRegion(base: address, length: length)
     }
 
+    /// Makes the lowest `bytes` inaccessible (a stack's guard page: running
+    /// off the end faults instead of overwriting what lies below).
+    /// The corresponding C function is `mprotect`.
+    public func guardLowest(_ bytes: Int) throws(SystemError) {
+        try nothingOrErrno(system_mprotect(base, bytes, PROT_NONE)).get("mprotect")
+    }
+
     /// The corresponding C function is `munmap`.
     public func unmap() throws(SystemError) {
         try nothingOrErrno(system_munmap(base, length)).get("munmap")

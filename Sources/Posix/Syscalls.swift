@@ -60,6 +60,10 @@ import Glibc
     if let forced = mockedFailure("munmap") { return forced }
     return Glibc.munmap(addr, length)
 }
+@usableFromInline func system_mprotect(_ addr: UnsafeMutableRawPointer, _ length: Int, _ prot: CInt) -> CInt {
+    if let forced = mockedFailure("mprotect") { return forced }
+    return Glibc.mprotect(addr, length, prot)
+}
 @usableFromInline func system_kill(_ pid: pid_t, _ signal: CInt) -> CInt {
     if let forced = mockedFailure("kill") { return forced }
     return Glibc.kill(pid, signal)

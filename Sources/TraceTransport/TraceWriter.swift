@@ -25,6 +25,9 @@ public struct WriterConfiguration: Sendable {
     public var tracer = TracerIdentity(language: "swift", languageVersion: "6", tracerVersion: "forkscope-0.1")
 
     public init() {}
+
+    /// A payload encoder for this writer's API version and constants.
+    func emptyPayload() -> TracePayloadEncoder { TracePayloadEncoder(version: apiVersion, constants: payloadConstants) }
 }
 
 /// Counters of one process's writer. At every quiescent point
@@ -83,7 +86,7 @@ public final class TraceWriter: @unchecked Sendable {
     public init(endpoint: AgentEndpoint, policy: SendPolicy, configuration: WriterConfiguration = WriterConfiguration(),
                 timeouts: Timeouts = Timeouts(), registry: AtForkRegistry = .shared) throws(SystemError) {
         self.configuration = configuration
-        building = TracePayloadEncoder(version: configuration.apiVersion, constants: configuration.payloadConstants)
+        building = configuration.emptyPayload()
         // Tick often enough for backoff and the once-a-second gauge; the
         // flush interval itself is checked on each tick.
         let tickMilliseconds = min(100, configuration.flushIntervalMilliseconds)
@@ -131,7 +134,7 @@ public final class TraceWriter: @unchecked Sendable {
             }
             if building.spanCount > 0 && building.spanCount + spans > configuration.maxSpansPerSend {
                 sealed.append(building)
-                building = TracePayloadEncoder(version: configuration.apiVersion, constants: configuration.payloadConstants)
+                building = configuration.emptyPayload()
             }
             let before = building.spanCount
             encode(&building)
@@ -184,7 +187,7 @@ public final class TraceWriter: @unchecked Sendable {
         let leftover: Int = lock.withLock {
             let left = queuedSpans + (retry?.spans ?? 0)
             if left > 0 { counters.dropped[.shutdownDeadline, default: 0] += UInt64(left) }
-            building = TracePayloadEncoder(version: configuration.apiVersion, constants: configuration.payloadConstants)
+            building = configuration.emptyPayload()
             sealed = []
             queuedSpans = 0
             retry = nil
@@ -236,7 +239,7 @@ public final class TraceWriter: @unchecked Sendable {
             let encoder: TracePayloadEncoder
             if sealed.isEmpty {
                 encoder = building
-                building = TracePayloadEncoder(version: configuration.apiVersion, constants: configuration.payloadConstants)
+                building = configuration.emptyPayload()
             } else {
                 encoder = sealed.removeFirst()
             }
@@ -332,7 +335,7 @@ public final class TraceWriter: @unchecked Sendable {
     /// sends those spans); this process starts empty.
     private func resetInChild() {
         lock.reinitializeInChild()
-        building = TracePayloadEncoder(version: configuration.apiVersion, constants: configuration.payloadConstants)
+        building = configuration.emptyPayload()
         sealed = []
         queuedSpans = 0
         retry = nil

@@ -177,4 +177,12 @@ func pad(_ text: String, _ width: Int, right: Bool = false) -> String {
     return right ? fill + text : text + fill
 }
 
+/// Resource usage of this process or of its waited-for children, for the
+/// benchmarks' fault and CPU counts. The corresponding C function is `getrusage`.
+func resourceUsage(_ who: __rusage_who) -> rusage {
+    var usage = rusage()
+    getrusage(__rusage_who_t(truncatingIfNeeded: who.rawValue), &usage)
+    return usage
+}
+
 func warn(_ text: String) { try? FileDescriptor.standardError.writeAll(text + "\n") }

@@ -188,17 +188,17 @@ private final class StageTimes {
     private(set) var before: [Double] = []
     private(set) var parent: [Double] = []
     private(set) var child: [Double] = []
+    private let page: MappedRegion
     private let word: UnsafeMutablePointer<UInt64>
 
     init() {
-        guard let page = mmap(nil, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0), page != MAP_FAILED else {
-            Failure.exit("mmap: \(Errno.current)", code: 1)
+        do { page = try MappedRegion.anonymous(length: 4096, shared: true) } catch {
+            Failure.exit("\(error)", code: 1)
         }
-        word = page.bindMemory(to: UInt64.self, capacity: 1)
-        word.pointee = 0
+        word = page.base.bindMemory(to: UInt64.self, capacity: 1)
     }
 
-    func release() { munmap(word, 4096) }
+    func release() { try? page.unmap() }
 
     /// In the child, just before it leaves.
     func childStage(nanoseconds: UInt64) { fks_store_release_u64(word, nanoseconds) }
@@ -287,12 +287,7 @@ struct Percentiles {
 }
 
 /// Minor page faults so far, of this process or of its waited-for children.
-/// The corresponding C function is `getrusage`.
-private func minorFaults(_ who: __rusage_who) -> Int {
-    var usage = rusage()
-    getrusage(__rusage_who_t(truncatingIfNeeded: who.rawValue), &usage)
-    return usage.ru_minflt
-}
+private func minorFaults(_ who: __rusage_who) -> Int { resourceUsage(who).ru_minflt }
 
 /// A heap of the given size, every page written, so fork() copies real
 /// page tables (an untouched allocation has none to copy).

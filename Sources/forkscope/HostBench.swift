@@ -183,8 +183,7 @@ struct HostBench: ParsableCommand {
 
     /// CPU time of this process's reaped children, in µs (getrusage(2)).
     func childrenCPUMicroseconds() -> Double {
-        var usage = rusage()
-        getrusage(RUSAGE_CHILDREN.rawValue, &usage)
+        let usage = resourceUsage(RUSAGE_CHILDREN)
         func microseconds(_ time: timeval) -> Double { Double(time.tv_sec) * 1_000_000 + Double(time.tv_usec) }
         return microseconds(usage.ru_utime) + microseconds(usage.ru_stime)
     }

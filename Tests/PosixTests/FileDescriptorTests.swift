@@ -131,3 +131,26 @@ final class DeadlineTests: XCTestCase {
         XCTAssertEqual(try r.poll(for: Int16(POLLIN), deadline: .after(milliseconds: testDeadlineMilliseconds)), Int16(POLLIN))
     }
 }
+
+final class MappedRegionTests: XCTestCase {
+    /// A guard page is really inaccessible: /proc/self/maps shows the
+    /// region's lowest page with no permissions and the rest read-write.
+    func testGuardLowestLeavesTheFirstPageInaccessible() throws {
+        let region = try MappedRegion.anonymous(length: 4 * 4096, shared: false)
+        defer { try? region.unmap() }
+        try region.guardLowest(4096)
+        let maps = String(decoding: try FileSystem.readFile("/proc/self/maps", limit: 1 << 22), as: UTF8.self)
+        let base = UInt(bitPattern: region.base)
+        // The mapping holding `address` (a neighbour of the same kind may have merged with it).
+        func permissions(at address: UInt) -> Substring? {
+            for line in maps.split(separator: "\n") {
+                let fields = line.split(separator: " ")
+                let bounds = fields[0].split(separator: "-").compactMap { UInt($0, radix: 16) }
+                if bounds.count == 2, bounds[0] <= address, address < bounds[1] { return fields[1] }
+            }
+            return nil
+        }
+        XCTAssertEqual(permissions(at: base), "---p", maps)
+        XCTAssertEqual(permissions(at: base + 4096), "rw-p", maps)
+    }
+}

@@ -234,7 +234,12 @@ final class MockedSyscallTests: XCTestCase {
         }
         let (a, b) = try Socket.pair()
         defer { try? a.close(); try? b.close() }
+        let region = try MappedRegion.anonymous(length: 8192, shared: false)
+        defer { try? region.unmap() }
         let cases: [Case] = [
+            Case(forced: ("mprotect", .noMemory), expected: "mprotect: Cannot allocate memory (ENOMEM)") { () throws(SystemError) in
+                try region.guardLowest(4096)
+            },
             Case(forced: ("bind", .addressInUse), expected: "bind(127.0.0.1:8126): Address already in use (EADDRINUSE)") { () throws(SystemError) in
                 try a.bind(to: .ipv4(.loopback(port: 8126)))
             },

@@ -75,14 +75,7 @@ extension TracePayloadEncoder {
         }
     }
 
-    public mutating func beginMeta(count: Int) {
-        switch version {
-        case .v04:
-            v04!.writer.writeKey("meta")
-            v04!.writer.writeMapHeader(count: count)
-        case .v05: v05!.body.writeMapHeader(count: count)
-        }
-    }
+    public mutating func beginMeta(count: Int) { beginMap("meta", count: count) }
 
     public mutating func tag(_ key: PayloadConstant, _ value: SpanText) {
         switch version {
@@ -91,10 +84,13 @@ extension TracePayloadEncoder {
         }
     }
 
-    public mutating func beginMetrics(count: Int) {
+    public mutating func beginMetrics(count: Int) { beginMap("metrics", count: count) }
+
+    /// A span's `meta` or `metrics` map: keyed in v0.4, positional in v0.5.
+    private mutating func beginMap(_ key: StaticString, count: Int) {
         switch version {
         case .v04:
-            v04!.writer.writeKey("metrics")
+            v04!.writer.writeKey(key)
             v04!.writer.writeMapHeader(count: count)
         case .v05: v05!.body.writeMapHeader(count: count)
         }

@@ -35,6 +35,11 @@ public final class WorkerRuntime: @unchecked Sendable {
 
     // Lock order: a participant's send lock, then this lock.
     private let lock = Lock()
+    /// Broadcast after `lock` is released, never while it is held: a worker
+    /// woken while it is held blocks on it at once and needs a second
+    /// wake-up (a futex round trip seen in strace on every quiesce). A
+    /// worker checks its state under the lock before it waits, so no
+    /// wake-up is lost.
     private let wake = Condition()
     // Guarded by `lock`. `@exclusivity(unchecked)`: the lock already
     // serialises every access, and the runtime's dynamic check, first run
@@ -111,13 +116,14 @@ public final class WorkerRuntime: @unchecked Sendable {
     /// a quiesced runtime keeps jobs for when it resumes.
     @discardableResult
     public func submit(_ job: @escaping Job) -> Bool {
-        lock.withLock {
+        let queued: Bool = lock.withLock {
             guard _state == .running || _state == .quiesced || _state == .quiescing else { return false }
             jobs.append(job)
             startDeferredLocked()
-            wake.broadcast()
             return true
         }
+        if queued { wake.broadcast() }
+        return queued
     }
 
     /// Runs the tick now rather than at the next interval.
@@ -125,8 +131,8 @@ public final class WorkerRuntime: @unchecked Sendable {
         lock.withLock {
             tickRequested = true
             startDeferredLocked()
-            wake.broadcast()
         }
+        wake.broadcast()
     }
 
     /// Starts the threads if they were deferred after a fork: one atomic
@@ -145,13 +151,13 @@ public final class WorkerRuntime: @unchecked Sendable {
             guard _state == .running else { return [] }
             _state = .quiescing
             fks_store_release_u64(deferred, 0)
-            wake.broadcast()
             // Never join threads of another process (an unhandled fork):
             // they do not exist here and the join would never return.
             let all = threadsForkCount == fks_fork_count() ? threads : []
             threads = []
             return all
         }
+        wake.broadcast()
         for thread in joining { WorkerRuntime.join(thread) }
         let generation: UInt32 = lock.withLock {
             if _state == .quiescing { _state = .quiesced }

@@ -83,6 +83,7 @@ struct ForkBench: ParsableCommand {
         participant.close()
         bareParticipant.close()
         let wake = try measureCancelToWake(rounds: wakes)
+        let joinFloor = measureJoinFloor(rounds: iterations)
 
         // What the hooks add, fork by fork: each hooked fork against the bare
         // one taken just before it, so a burst of load from elsewhere falls
@@ -112,6 +113,8 @@ struct ForkBench: ParsableCommand {
         let stageTimes = idleStages.p50(last: iterations)
         print("idle runtime, stage by stage (p50 µs): before \(fixed(stageTimes.before, 1)) (stops and joins the workers), "
               + "parent \(fixed(stageTimes.parent, 1)), child \(fixed(stageTimes.child, 1)) (timed in the child)")
+        print("floor under the before stage on this machine: waking one parked pthread and joining it, nothing of ours around it: "
+              + "p50 \(fixed(joinFloor.p50, 1)) µs, p99 \(fixed(joinFloor.p99, 1)) µs (the before stage must do this: the design joins the workers)")
         print("busy runtime: a worker always mid-job; \(jobs) jobs of 20 µs ran during its forks")
         print("targets: hooks add ≤ 100 µs p50 to an idle fork: \(signed(addedP50)) µs, paired (\(addedP50 <= 100 ? "met" : "missed")); "
               + "cancel-to-wake p99 < 200 µs: \(fixed(wake.p99, 1)) µs (\(wake.p99 < 200 ? "met" : "missed"))")
@@ -123,6 +126,7 @@ struct ForkBench: ParsableCommand {
               + "\"idle_stage_p50_us\":{\"before\":\(fixed(stageTimes.before, 1)),\"parent\":\(fixed(stageTimes.parent, 1)),\"child\":\(fixed(stageTimes.child, 1))},"
               + "\"hooks_added_p50_us\":\(fixed(idle.p50 - bare.p50, 1)),\"hooks_added_paired_p50_us\":\(fixed(addedP50, 1)),"
               + "\"faults_per_fork\":{\"bare\":[\(faultPair(bare))],\"no_runtime\":[\(faultPair(stages))],\"idle\":[\(faultPair(idle))],\"busy\":[\(faultPair(busy))]},"
+              + "\"join_floor_p50_us\":\(fixed(joinFloor.p50, 1)),\"join_floor_p99_us\":\(fixed(joinFloor.p99, 1)),"
               + "\"cancel_wake_rounds\":\(wakes),\"cancel_wake_p50_us\":\(fixed(wake.p50, 1)),\"cancel_wake_p99_us\":\(fixed(wake.p99, 1))}")
     }
 
@@ -179,6 +183,61 @@ struct ForkBench: ParsableCommand {
         }
         return Percentiles(samples)
     }
+}
+
+extension ForkBench {
+    /// The platform's floor under the idle fork's `before` stage: a thread
+    /// that just parked on a condition variable (as an idle worker has,
+    /// between its last job and the fork) is woken, leaves and is joined,
+    /// with plain pthread calls and nothing of the exporter around them.
+    /// Its own stack, as the runtime's workers have.
+    private func measureJoinFloor(rounds: Int) -> Percentiles {
+        let stack: MappedRegion
+        do { stack = try MappedRegion.anonymous(length: 1 << 20, shared: false) } catch { Failure.exit("\(error)", code: 1) }
+        defer { try? stack.unmap() }
+        var samples: [Double] = []
+        samples.reserveCapacity(rounds)
+        for _ in 0..<rounds {
+            let parked = ParkedThread()
+            var thread = pthread_t()
+            var attributes = pthread_attr_t()
+            pthread_attr_init(&attributes)
+            pthread_attr_setstack(&attributes, stack.base, 1 << 20)
+            let context = Unmanaged.passRetained(parked).toOpaque()
+            let created = pthread_create(&thread, &attributes, parkedThreadMain, context)
+            pthread_attr_destroy(&attributes)
+            guard created == 0 else {
+                Unmanaged<ParkedThread>.fromOpaque(context).release()
+                Failure.exit("pthread_create: \(Errno(rawValue: created))", code: 1)
+            }
+            parked.lock.withLock { while !parked.isParked { parked.wake.wait(parked.lock) } }
+            let start = Clock.monotonicNanoseconds()
+            parked.lock.withLock { parked.stop = true }
+            parked.wake.broadcast()
+            pthread_join(thread, nil)
+            samples.append(Double(Clock.monotonicNanoseconds() - start) / 1000)
+        }
+        return Percentiles(samples)
+    }
+}
+
+private final class ParkedThread: @unchecked Sendable {
+    let lock = Lock()
+    let wake = Condition()
+    // Guarded by `lock`.
+    var isParked = false
+    var stop = false
+}
+
+/// Thread entry point: a nonisolated function in an ordinary file.
+nonisolated private func parkedThreadMain(_ raw: UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? {
+    let parked = Unmanaged<ParkedThread>.fromOpaque(raw!).takeRetainedValue()
+    parked.lock.withLock {
+        parked.isParked = true
+        parked.wake.broadcast()
+        while !parked.stop { parked.wake.wait(parked.lock) }
+    }
+    return nil
 }
 
 /// How long each stage of a hooked fork took: `before` and `parent` in the

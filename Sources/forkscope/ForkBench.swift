@@ -241,41 +241,54 @@ nonisolated private func parkedThreadMain(_ raw: UnsafeMutableRawPointer?) -> Un
 }
 
 /// How long each stage of a hooked fork took: `before` and `parent` in the
-/// parent, `child` measured in the child and handed back through a shared
-/// page (the child has no other way out but its exit status).
+/// parent, `child` in the child (which has no other way out but its exit
+/// status). All three are stored into one shared page while the fork is
+/// timed, and collected after the child was reaped: a write to the
+/// process's own memory after fork() is a copy-on-write fault, which the
+/// timing would add to the very fork it times.
 private final class StageTimes {
     private(set) var before: [Double] = []
     private(set) var parent: [Double] = []
     private(set) var child: [Double] = []
     private let page: MappedRegion
-    private let word: UnsafeMutablePointer<UInt64>
+    private let words: UnsafeMutablePointer<UInt64>
+    private enum Slot: Int { case before, parent, child }
 
     init() {
         do { page = try MappedRegion.anonymous(length: 4096, shared: true) } catch {
             Failure.exit("\(error)", code: 1)
         }
-        word = page.base.bindMemory(to: UInt64.self, capacity: 1)
+        words = page.base.bindMemory(to: UInt64.self, capacity: 3)
     }
 
     func release() { try? page.unmap() }
 
     /// In the child, just before it leaves.
-    func childStage(nanoseconds: UInt64) { fks_store_release_u64(word, nanoseconds) }
+    func childStage(nanoseconds: UInt64) { store(nanoseconds, .child) }
 
     func parentStages(before: UInt64, parent: UInt64) {
-        self.before.append(Double(before) / 1000)
-        self.parent.append(Double(parent) / 1000)
+        store(before, .before)
+        store(parent, .parent)
     }
 
-    /// After the parent reaped the child: its stage's time.
+    /// After the parent reaped the child: the fork's three figures.
     func childExited() {
-        child.append(Double(fks_load_acquire_u64(word)) / 1000)
-        fks_store_release_u64(word, 0)
+        before.append(take(.before))
+        parent.append(take(.parent))
+        child.append(take(.child))
     }
 
     /// The measured forks only (after the warm-up rounds).
     func p50(last count: Int) -> (before: Double, parent: Double, child: Double) {
         (Percentiles(before.suffix(count)).p50, Percentiles(parent.suffix(count)).p50, Percentiles(child.suffix(count)).p50)
+    }
+
+    private func store(_ nanoseconds: UInt64, _ slot: Slot) { fks_store_release_u64(words + slot.rawValue, nanoseconds) }
+
+    private func take(_ slot: Slot) -> Double {
+        let microseconds = Double(fks_load_acquire_u64(words + slot.rawValue)) / 1000
+        fks_store_release_u64(words + slot.rawValue, 0)
+        return microseconds
     }
 }
 

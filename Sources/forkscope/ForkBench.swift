@@ -68,8 +68,12 @@ struct ForkBench: ParsableCommand {
         // and finishes first, outside the timed part).
         let idleStages = StageTimes()
         defer { idleStages.release() }
+        // The join reference is sampled in the same rounds, just before each
+        // idle fork, so it sees the machine as the forks do.
+        let joinReference = JoinReference()
+        defer { joinReference.release() }
         let idleRows = measureForks([{ Glibc.fork() }, { hookedFork(stagesOnly) }, { hookedFork(.shared, timing: idleStages) }],
-                                    prepare: [{}, {}, { wakeWorkers(runtime) }], afterWait: [{}, {}, { idleStages.childExited() }])
+                                    prepare: [{}, {}, { joinReference.sample(); wakeWorkers(runtime) }], afterWait: [{}, {}, { idleStages.childExited() }])
         let (bare, stages, idle) = (idleRows[0], idleRows[1], idleRows[2])
 
         // One chain of jobs: a worker is always mid-job, and a core is left
@@ -83,7 +87,6 @@ struct ForkBench: ParsableCommand {
         participant.close()
         bareParticipant.close()
         let wake = try measureCancelToWake(rounds: wakes)
-        let joinFloor = measureJoinFloor(rounds: iterations)
 
         // What the hooks add, fork by fork: each hooked fork against the bare
         // one taken just before it, so a burst of load from elsewhere falls
@@ -111,10 +114,11 @@ struct ForkBench: ParsableCommand {
         }
         print(pad("cancel → blocked waiter returns", 40) + pad(fixed(wake.p50, 1), 10, right: true) + pad(fixed(wake.p99, 1), 10, right: true))
         let stageTimes = idleStages.p50(last: iterations)
+        let joinFigures = Percentiles(joinReference.samples.suffix(iterations))
         print("idle runtime, stage by stage (p50 µs): before \(fixed(stageTimes.before, 1)) (stops and joins the workers), "
               + "parent \(fixed(stageTimes.parent, 1)), child \(fixed(stageTimes.child, 1)) (timed in the child)")
-        print("floor under the before stage on this machine: waking one parked pthread and joining it, nothing of ours around it: "
-              + "p50 \(fixed(joinFloor.p50, 1)) µs, p99 \(fixed(joinFloor.p99, 1)) µs (the before stage must do this: the design joins the workers)")
+        print("reference for the before stage: one parked pthread woken and pthread_join-ed, plain calls, in the same rounds: "
+              + "p50 \(fixed(joinFigures.p50, 1)) µs, p99 \(fixed(joinFigures.p99, 1)) µs (quiescing must join the workers)")
         print("busy runtime: a worker always mid-job; \(jobs) jobs of 20 µs ran during its forks")
         print("targets: hooks add ≤ 100 µs p50 to an idle fork: \(signed(addedP50)) µs, paired (\(addedP50 <= 100 ? "met" : "missed")); "
               + "cancel-to-wake p99 < 200 µs: \(fixed(wake.p99, 1)) µs (\(wake.p99 < 200 ? "met" : "missed"))")
@@ -126,7 +130,7 @@ struct ForkBench: ParsableCommand {
               + "\"idle_stage_p50_us\":{\"before\":\(fixed(stageTimes.before, 1)),\"parent\":\(fixed(stageTimes.parent, 1)),\"child\":\(fixed(stageTimes.child, 1))},"
               + "\"hooks_added_p50_us\":\(fixed(idle.p50 - bare.p50, 1)),\"hooks_added_paired_p50_us\":\(fixed(addedP50, 1)),"
               + "\"faults_per_fork\":{\"bare\":[\(faultPair(bare))],\"no_runtime\":[\(faultPair(stages))],\"idle\":[\(faultPair(idle))],\"busy\":[\(faultPair(busy))]},"
-              + "\"join_floor_p50_us\":\(fixed(joinFloor.p50, 1)),\"join_floor_p99_us\":\(fixed(joinFloor.p99, 1)),"
+              + "\"join_reference_p50_us\":\(fixed(joinFigures.p50, 1)),\"join_reference_p99_us\":\(fixed(joinFigures.p99, 1)),"
               + "\"cancel_wake_rounds\":\(wakes),\"cancel_wake_p50_us\":\(fixed(wake.p50, 1)),\"cancel_wake_p99_us\":\(fixed(wake.p99, 1))}")
     }
 
@@ -185,39 +189,40 @@ struct ForkBench: ParsableCommand {
     }
 }
 
-extension ForkBench {
-    /// The platform's floor under the idle fork's `before` stage: a thread
-    /// that just parked on a condition variable (as an idle worker has,
-    /// between its last job and the fork) is woken, leaves and is joined,
-    /// with plain pthread calls and nothing of the exporter around them.
-    /// Its own stack, as the runtime's workers have.
-    private func measureJoinFloor(rounds: Int) -> Percentiles {
-        let stack: MappedRegion
+/// A reference for the idle fork's `before` stage, which must join the
+/// workers: a thread that just parked on a condition variable (as an idle
+/// worker has, between its last job and the fork) is woken, leaves and is
+/// joined with pthread_join, plain pthread calls and nothing of the exporter
+/// around them, on a stack of its own as the runtime's workers are.
+private final class JoinReference {
+    private(set) var samples: [Double] = []
+    private let stack: MappedRegion
+
+    init() {
         do { stack = try MappedRegion.anonymous(length: 1 << 20, shared: false) } catch { Failure.exit("\(error)", code: 1) }
-        defer { try? stack.unmap() }
-        var samples: [Double] = []
-        samples.reserveCapacity(rounds)
-        for _ in 0..<rounds {
-            let parked = ParkedThread()
-            var thread = pthread_t()
-            var attributes = pthread_attr_t()
-            pthread_attr_init(&attributes)
-            pthread_attr_setstack(&attributes, stack.base, 1 << 20)
-            let context = Unmanaged.passRetained(parked).toOpaque()
-            let created = pthread_create(&thread, &attributes, parkedThreadMain, context)
-            pthread_attr_destroy(&attributes)
-            guard created == 0 else {
-                Unmanaged<ParkedThread>.fromOpaque(context).release()
-                Failure.exit("pthread_create: \(Errno(rawValue: created))", code: 1)
-            }
-            parked.lock.withLock { while !parked.isParked { parked.wake.wait(parked.lock) } }
-            let start = Clock.monotonicNanoseconds()
-            parked.lock.withLock { parked.stop = true }
-            parked.wake.broadcast()
-            pthread_join(thread, nil)
-            samples.append(Double(Clock.monotonicNanoseconds() - start) / 1000)
+    }
+
+    func release() { try? stack.unmap() }
+
+    func sample() {
+        let parked = ParkedThread()
+        var thread = pthread_t()
+        var attributes = pthread_attr_t()
+        pthread_attr_init(&attributes)
+        pthread_attr_setstack(&attributes, stack.base, stack.length)
+        let context = Unmanaged.passRetained(parked).toOpaque()
+        let created = pthread_create(&thread, &attributes, parkedThreadMain, context)
+        pthread_attr_destroy(&attributes)
+        guard created == 0 else {
+            Unmanaged<ParkedThread>.fromOpaque(context).release()
+            Failure.exit("pthread_create: \(Errno(rawValue: created))", code: 1)
         }
-        return Percentiles(samples)
+        parked.lock.withLock { while !parked.isParked { parked.wake.wait(parked.lock) } }
+        let start = Clock.monotonicNanoseconds()
+        parked.lock.withLock { parked.stop = true }
+        parked.wake.broadcast()
+        pthread_join(thread, nil)
+        samples.append(Double(Clock.monotonicNanoseconds() - start) / 1000)
     }
 }
 

@@ -20,12 +20,12 @@ final class ForkBenchCommandTests: XCTestCase {
         XCTAssertEqual(try bench.wait(within: 30), .exited(0), output)
         let lines = output.split(separator: "\n").map(String.init)
         for row in ["fork() + waitpid, bare", "Fork.fork() + waitpid, no runtime", "Fork.fork() + waitpid, idle runtime",
-                    "Fork.fork() + waitpid, busy runtime", "cancel → blocked waiter returns", "idle runtime, stage by stage", "floor under the before stage", "targets:"] {
+                    "Fork.fork() + waitpid, busy runtime", "cancel → blocked waiter returns", "idle runtime, stage by stage", "reference for the before stage", "targets:"] {
             XCTAssertTrue(lines.contains { $0.hasPrefix(row) }, "no \(row) row:\n\(output)")
         }
         let json = lines.filter { $0.hasPrefix("{") }
         XCTAssertEqual(json.count, 1, output)
-        for key in ["\"bench\":\"fork\"", "\"idle_stage_p50_us\":", "\"bare_p50_us\":", "\"idle_p99_us\":", "\"busy_p50_us\":", "\"hooks_added_p50_us\":", "\"hooks_added_paired_p50_us\":", "\"join_floor_p50_us\":", "\"cancel_wake_p99_us\":"] {
+        for key in ["\"bench\":\"fork\"", "\"idle_stage_p50_us\":", "\"bare_p50_us\":", "\"idle_p99_us\":", "\"busy_p50_us\":", "\"hooks_added_p50_us\":", "\"hooks_added_paired_p50_us\":", "\"join_reference_p50_us\":", "\"cancel_wake_p99_us\":"] {
             XCTAssertTrue(json.first?.contains(key) == true, "\(key) missing: \(json)")
         }
     }

@@ -68,12 +68,13 @@ struct ForkBench: ParsableCommand {
         // and finishes first, outside the timed part).
         let idleStages = StageTimes()
         defer { idleStages.release() }
-        // The join reference is sampled in the same rounds, just before each
-        // idle fork, so it sees the machine as the forks do.
+        // The join reference is sampled in the same rounds, so it sees the
+        // machine as the forks do: before each bare fork, where whatever it
+        // leaves behind (a CPU just woken) could only favour the bare fork.
         let joinReference = JoinReference()
         defer { joinReference.release() }
         let idleRows = measureForks([{ Glibc.fork() }, { hookedFork(stagesOnly) }, { hookedFork(.shared, timing: idleStages) }],
-                                    prepare: [{}, {}, { joinReference.sample(); wakeWorkers(runtime) }], afterWait: [{}, {}, { idleStages.childExited() }])
+                                    prepare: [{ joinReference.sample() }, {}, { wakeWorkers(runtime) }], afterWait: [{}, {}, { idleStages.childExited() }])
         let (bare, stages, idle) = (idleRows[0], idleRows[1], idleRows[2])
 
         // One chain of jobs: a worker is always mid-job, and a core is left
@@ -152,11 +153,12 @@ struct ForkBench: ParsableCommand {
                 guard pid > 0 else { Failure.exit("fork failed: \(Errno.current)", code: 1) }
                 guard (try? ProcessControl.wait(for: pid)) != nil else { Failure.exit("waitpid(\(pid)) failed: \(Errno.current)", code: 1) }
                 let end = Clock.monotonicNanoseconds()
+                let (parentAfter, childAfter) = (minorFaults(RUSAGE_SELF), minorFaults(RUSAGE_CHILDREN))
                 if variant < afterWait.count { afterWait[variant]() }
                 guard index >= 0 else { continue }
                 samples[variant].append(Double(end - start) / 1000)
-                faults[variant].parent += minorFaults(RUSAGE_SELF) - parentBefore
-                faults[variant].child += minorFaults(RUSAGE_CHILDREN) - childBefore
+                faults[variant].parent += parentAfter - parentBefore
+                faults[variant].child += childAfter - childBefore
             }
         }
         return zip(samples, faults).map { Percentiles($0, faults: (Double($1.parent) / Double(iterations), Double($1.child) / Double(iterations))) }

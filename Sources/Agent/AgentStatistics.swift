@@ -14,8 +14,11 @@ import Wire
 /// layout is chosen so that a trace's spans cost one prefetched miss
 /// together, not one miss each.
 struct SpanKeySet: Sendable {
-    /// (Huge pages were measured too: zeroing 2 MiB pages on each fault
-    /// cost more than the TLB misses they saved.)
+    /// In huge pages: with 4 KiB pages nearly every trace's window also
+    /// missed the TLB, and under `bench host` the agent stalled on the
+    /// page walk of its first prefetch more than on anything else. (When
+    /// each run built its table anew, zeroing 2 MiB pages cost more than
+    /// that saved; the table is now kept across resets.)
     private final class Table: @unchecked Sendable {
         let region: MappedRegion
         /// (0, 0) marks a free slot.
@@ -35,7 +38,8 @@ struct SpanKeySet: Sendable {
             // was a fifth of the agent's time in a run that grew the table
             // to 4 M slots.
             do {
-                region = try MappedRegion.anonymous(length: count * MemoryLayout<SpanKey>.stride, shared: false, populate: true)
+                region = try MappedRegion.anonymous(length: count * MemoryLayout<SpanKey>.stride, shared: false, populate: true,
+                                                    hugePages: true)
             } catch {
                 fatalError("forkscope agent: no memory for a table of \(count) span ids: \(error)")
             }

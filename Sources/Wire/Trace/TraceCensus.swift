@@ -4,8 +4,10 @@
 /// a `String` or a map.
 ///
 /// It accepts exactly what `TraceAPIVersion.decode` accepts (the same
-/// reader, the same leniency, the same limits), so an agent can count from
-/// it and fall back to `decode` only to word an error. Its buffers are kept
+/// reader, the same leniency, the same limits; v0.5 spans in the encoding
+/// exporters write are read straight from the bytes, by rules that accept
+/// a subset of what that reader does), so an agent can count from it and
+/// fall back to `decode` only to word an error. Its buffers are kept
 /// between payloads: one census per agent, reused.
 public struct TraceCensus: Sendable {
     /// Chunk i's spans are `keys[chunkEnds[i-1]..<chunkEnds[i]]`.

@@ -133,12 +133,11 @@ extension AgentServer {
     }
 
     func replyShape(for kind: AgentFaultKind?) -> ReplyShape {
-        var headers: HTTPHeaders = ["Content-Type": "application/json", "Datadog-Agent-State": agentState]
-        let accepted = HTTPResponse(status: 200, headers: headers, body: AgentSamplingRates.responseBody(["service:,env:": 1]))
+        let accepted = acceptedTraces
         guard let kind else { return .response(accepted) }
         switch kind {
         case .internalError, .payloadTooLarge, .tooManyRequests:
-            headers = ["Content-Type": "text/plain; charset=utf-8"]
+            let headers: HTTPHeaders = ["Content-Type": "text/plain; charset=utf-8"]
             let body = Array("forkscope agent: injected fault \(kind.rawValue); the payload was not counted\n".utf8)
             return .response(HTTPResponse(status: kind.replyStatus, headers: headers, body: body))
         case .slowBody: return .slowBody(accepted)

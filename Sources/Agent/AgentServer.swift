@@ -49,6 +49,8 @@ public final class AgentServer {
     /// `/info` body and its hash (the `Datadog-Agent-State` header), built once.
     let infoBody: [UInt8]
     let agentState: String
+    /// The reply to an accepted traces payload, built once (not per payload).
+    let acceptedTraces: HTTPResponse
 
     /// Binds and listens; opens the ring and publishes `process.start`.
     public init(configuration: AgentConfiguration) throws(AgentConfigurationError) {
@@ -87,6 +89,8 @@ public final class AgentServer {
             ring = nil
         }
         (infoBody, agentState) = AgentServer.makeInfo(boundAddress: boundAddress, limits: configuration.limits)
+        acceptedTraces = HTTPResponse(status: 200, headers: ["Content-Type": "application/json", "Datadog-Agent-State": agentState],
+                                      body: AgentSamplingRates.responseBody(["service:,env:": 1]))
         ring?.publish(.processStart, UInt64(getppid()), ProcessRole.agent.rawValue, ring?.intern("forkscope agent") ?? 0)
     }
 
@@ -242,7 +246,7 @@ public final class AgentServer {
 
     /// curl sends `Expect: 100-continue` before a body over 1 KiB and
     /// waits a second for `100 Continue`: send it once the head is in.
-    func probeForExpectContinue(_ connection: ServerConnection, _ bytes: [UInt8]) {
+    func probeForExpectContinue(_ connection: ServerConnection, _ bytes: ArraySlice<UInt8>) {
         guard !connection.headProbeDone, !connection.parser.isIdle else { return }
         // Only what can hold the head: the rest of a read is body (a trace
         // payload's first 64 KiB), and copying it cost more than the search.

@@ -6,22 +6,31 @@ import Wire
 /// re-sends a payload sends the same pairs again, so a pair seen before is
 /// a duplicate.
 ///
-/// Open addressing over two flat arrays, not a `Set` of a struct: under
-/// `wrk` the agent inserts a few hundred thousand pairs a second, and a
-/// `Set`'s seeded SipHash of 16 bytes plus its generic probing was most of
-/// the agent's CPU on a machine it shares with the server it measures.
+/// Open addressing over one flat array of pairs, not a `Set`: under `wrk`
+/// the agent inserts a few hundred thousand pairs a second into a table of
+/// millions, far larger than the cache, and a `Set`'s seeded SipHash of 16
+/// bytes plus its generic probing was most of the agent's CPU on a machine
+/// it shares with the server it measures. What costs now is memory: the
+/// layout is chosen so that a trace's spans cost one prefetched miss
+/// together, not one miss each.
 struct SpanKeySet: Sendable {
-    /// Slot i is the pair (`pairs[2i]`, `pairs[2i+1]`): both ids on one
-    /// cache line, so a probe costs one miss, not two. (Huge pages were
-    /// measured too: zeroing 2 MiB pages on each fault cost more than the
-    /// TLB misses they saved.)
+    /// In huge pages: with 4 KiB pages nearly every trace's window also
+    /// missed the TLB, and under `bench host` the agent stalled on the
+    /// page walk of its first prefetch more than on anything else. (When
+    /// each run built its table anew, zeroing 2 MiB pages cost more than
+    /// that saved; the table is now kept across resets.)
     private final class Table: @unchecked Sendable {
         let region: MappedRegion
-        let pairs: UnsafeMutableBufferPointer<UInt64>
+        /// (0, 0) marks a free slot.
+        let slots: UnsafeMutableBufferPointer<SpanKey>
         let mask: Int
+        /// Per-process random seed: a peer choosing its ids cannot aim them
+        /// at one slot. Kept here, not read from a lazy global per insert.
+        let seed: UInt64
 
-        init(slots: Int) {
-            mask = slots - 1
+        init(slots count: Int, seed: UInt64) {
+            mask = count - 1
+            self.seed = seed
             // Zeroed pages, faulted in by the kernel in one pass: probing
             // reads a page before writing it, so lazily mapped memory took
             // two faults per page (the zero page, then a copy on write), and
@@ -29,37 +38,78 @@ struct SpanKeySet: Sendable {
             // was a fifth of the agent's time in a run that grew the table
             // to 4 M slots.
             do {
-                region = try MappedRegion.anonymous(length: slots * 2 * MemoryLayout<UInt64>.stride, shared: false, populate: true)
+                region = try MappedRegion.anonymous(length: count * MemoryLayout<SpanKey>.stride, shared: false, populate: true,
+                                                    hugePages: true)
             } catch {
-                fatalError("forkscope agent: no memory for a table of \(slots) span ids: \(error)")
+                fatalError("forkscope agent: no memory for a table of \(count) span ids: \(error)")
             }
-            pairs = UnsafeMutableBufferPointer(start: region.base.bindMemory(to: UInt64.self, capacity: slots * 2), count: slots * 2)
+            slots = UnsafeMutableBufferPointer(start: region.base.bindMemory(to: SpanKey.self, capacity: count), count: count)
         }
 
         deinit { try? region.unmap() }
 
         func copy() -> Table {
-            let table = Table(slots: mask + 1)
-            _ = table.pairs.update(fromContentsOf: pairs)
+            let table = Table(slots: mask + 1, seed: seed)
+            _ = table.slots.update(fromContentsOf: slots)
             return table
         }
 
         /// Whether the pair was absent (it is present now).
-        func insert(_ traceID: UInt64, _ spanID: UInt64) -> Bool {
-            var slot = SpanKeySet.slot(traceID, spanID, mask)
-            while pairs[2 * slot] != 0 || pairs[2 * slot + 1] != 0 {
-                if pairs[2 * slot] == traceID && pairs[2 * slot + 1] == spanID { return false }
+        ///
+        /// A pair goes first to the window of its trace id, so the spans
+        /// of one trace, which arrive together, share the window's cache
+        /// lines, which `prefetch` loads ahead. Only when the window is
+        /// full does the pair go where its own hash leads (as many spans of
+        /// one trace would): pairs are never removed one by one, so a full
+        /// window stays full, and a lookup that found a free slot in it
+        /// knows the pair is nowhere else.
+        func insert(_ key: SpanKey) -> Bool {
+            let home = self.home(key.traceID)
+            for step in 0..<SpanKeySet.window {
+                let slot = (home + step) & mask
+                if slots[slot] == key { return false }
+                if slots[slot] == SpanKeySet.free {
+                    slots[slot] = key
+                    return true
+                }
+            }
+            var slot = self.slot(key)
+            while slots[slot] != SpanKeySet.free {
+                if slots[slot] == key { return false }
                 slot = (slot + 1) & mask
             }
-            pairs[2 * slot] = traceID
-            pairs[2 * slot + 1] = spanID
+            slots[slot] = key
             return true
+        }
+
+        /// The first slot of a trace id's window, at the start of a cache line.
+        @inline(__always)
+        func home(_ traceID: UInt64) -> Int {
+            let product = (traceID ^ seed).multipliedFullWidth(by: 0x9E37_79B9_7F4A_7C15)
+            return Int(truncatingIfNeeded: product.high ^ product.low) & mask & ~(SpanKeySet.slotsPerLine - 1)
+        }
+
+        @inline(__always)
+        func slot(_ key: SpanKey) -> Int {
+            let first = (key.traceID ^ seed).multipliedFullWidth(by: 0x9E37_79B9_7F4A_7C15)
+            let second = (key.spanID ^ first.high ^ first.low).multipliedFullWidth(by: 0xD6E8_FEB8_6659_FD93)
+            return Int(truncatingIfNeeded: second.high ^ second.low) & mask
         }
     }
 
-    private var table = Table(slots: 1 << 12)
-    /// (0, 0) marks a free slot; the pair (0, 0) itself (ids a peer left
-    /// nil) is remembered here.
+    static let free = SpanKey(traceID: 0, spanID: 0)
+    static let slotsPerLine = 64 / MemoryLayout<SpanKey>.stride
+    /// Slots a trace's spans try before their own hash's: four cache lines,
+    /// fetched together. With two lines, one insert in six (at a load near
+    /// a half) found the window full and paid an unprefetched miss, half
+    /// the time of all inserts; with four, about one in thirty.
+    static let window = 4 * slotsPerLine
+
+    private var table = Table(slots: 1 << 12, seed: {
+        var generator = SystemRandomNumberGenerator()
+        return generator.next() | 1
+    }())
+    /// The pair (0, 0) (ids a peer left nil) is remembered here, as that marks a free slot.
     private var containsZero = false
     private(set) var count = 0
 
@@ -69,52 +119,46 @@ struct SpanKeySet: Sendable {
     /// or test that resets the agent fills it again, and growing it anew
     /// rehashed every pair once per doubling (a fifth of the agent's time).
     mutating func removeAll() {
-        if !isKnownUniquelyReferenced(&table) { table = Table(slots: table.mask + 1) } else { table.pairs.update(repeating: 0) }
+        if !isKnownUniquelyReferenced(&table) { table = Table(slots: table.mask + 1, seed: table.seed) } else { table.slots.update(repeating: Self.free) }
         containsZero = false
         count = 0
     }
 
-    /// Adds the pair; returns whether it was new.
-    mutating func insert(traceID: UInt64, spanID: UInt64) -> Bool {
-        if traceID == 0 && spanID == 0 {
+    /// Makes room for `extra` more pairs at a load of at most one half
+    /// (probes stay short), and makes the table this value's own (a copy
+    /// of the statistics keeps its own set): once per payload, so that
+    /// `insert` checks neither per pair.
+    mutating func reserve(_ extra: Int) {
+        if !isKnownUniquelyReferenced(&table) { table = table.copy() }
+        while (count + extra) * 2 > table.mask + 1 { grow() }
+    }
+
+    /// Adds the pair; returns whether it was new. `reserve` made room for it.
+    mutating func insert(_ key: SpanKey) -> Bool {
+        if key == Self.free {
             defer { containsZero = true }
             if !containsZero { count += 1 }
             return !containsZero
         }
-        // A value type over a class: a copy of the statistics keeps its own set.
-        if !isKnownUniquelyReferenced(&table) { table = table.copy() }
-        guard table.insert(traceID, spanID) else { return false }
+        guard table.insert(key) else { return false }
         count += 1
-        // Grow at a load of one half: probes stay short.
-        if count * 2 > table.mask + 1 { grow() }
         return true
     }
 
-    /// Starts loading the slot where the pair's probe begins: inserting a
-    /// payload's spans is otherwise one cache miss after another.
-    func prefetch(traceID: UInt64, spanID: UInt64) {
-        fks_prefetch_for_write(table.pairs.baseAddress! + 2 * Self.slot(traceID, spanID, table.mask))
+    /// Starts loading the first half of a trace id's window, where its
+    /// spans nearly always land: inserting a payload's spans is otherwise
+    /// one miss after another. (All four lines kept more misses in flight
+    /// than the core tracks, and the prefetches themselves stalled.)
+    func prefetch(traceID: UInt64) {
+        let base = table.slots.baseAddress!, home = table.home(traceID)
+        fks_prefetch_for_write(base + home)
+        fks_prefetch_for_write(base + ((home + Self.slotsPerLine) & table.mask))
     }
 
     private mutating func grow() {
         let old = table
-        table = Table(slots: (old.mask + 1) * 2)
-        for slot in 0...old.mask where old.pairs[2 * slot] != 0 || old.pairs[2 * slot + 1] != 0 {
-            _ = table.insert(old.pairs[2 * slot], old.pairs[2 * slot + 1])
-        }
-    }
-
-    /// Per-process random seed: a peer choosing its ids cannot aim them at one slot.
-    private static let seed: UInt64 = {
-        var generator = SystemRandomNumberGenerator()
-        return generator.next() | 1
-    }()
-
-    @inline(__always)
-    fileprivate static func slot(_ traceID: UInt64, _ spanID: UInt64, _ mask: Int) -> Int {
-        let first = (traceID ^ seed).multipliedFullWidth(by: 0x9E37_79B9_7F4A_7C15)
-        let second = (spanID ^ first.high ^ first.low).multipliedFullWidth(by: 0xD6E8_FEB8_6659_FD93)
-        return Int(truncatingIfNeeded: second.high ^ second.low) & mask
+        table = Table(slots: (old.mask + 1) * 2, seed: old.seed)
+        for key in old.slots where key != Self.free { _ = table.insert(key) }
     }
 }
 
@@ -186,25 +230,38 @@ public struct AgentStatistics: Sendable {
 
     /// Counts every span of a payload read by `census`.
     mutating func count(_ census: TraceCensus) {
+        // One process's tally is kept here while its chunks follow each
+        // other (a payload usually comes from one process), not looked up
+        // in the dictionary per chunk.
+        var pid: Int64?
+        var tally = ProcessTally()
+        let keys = census.keys
+        seen.reserve(keys.count)
+        for key in keys.prefix(Self.prefetchDistance) { seen.prefetch(traceID: key.traceID) }
         var start = 0
         for chunk in 0..<census.chunkCount {
             traces += 1
             let end = census.chunkEnds[chunk]
-            let pid = census.chunkProcessIDs[chunk].map { Int64(exactly: $0.rounded()) ?? 0 } ?? 0
-            var tally = perProcess[pid] ?? ProcessTally()
+            let chunkPID = census.chunkProcessIDs[chunk].map { Int64(exactly: $0.rounded()) ?? 0 } ?? 0
+            if chunkPID != pid {
+                if let pid { perProcess[pid] = tally }
+                pid = chunkPID
+                tally = perProcess[chunkPID] ?? ProcessTally()
+            }
             for index in start..<end {
                 let ahead = index + Self.prefetchDistance
-                if ahead < census.spanCount { seen.prefetch(traceID: census.traceIDs[ahead], spanID: census.spanIDs[ahead]) }
-                spans += 1
-                tally.spans += 1
-                if seen.insert(traceID: census.traceIDs[index], spanID: census.spanIDs[index]) {
+                // Spans of one trace share a window: one prefetch per trace.
+                if ahead < keys.endIndex && keys[ahead].traceID != keys[ahead - 1].traceID { seen.prefetch(traceID: keys[ahead].traceID) }
+                if seen.insert(keys[index]) {
                     uniqueSpans += 1
                     tally.unique += 1
                 }
             }
-            perProcess[pid] = tally
+            tally.spans += end - start
+            spans += end - start
             start = end
         }
+        if let pid { perProcess[pid] = tally }
     }
 
     /// How many spans ahead `count` prefetches: enough misses in flight

@@ -133,7 +133,8 @@ final class ServerConnection {
     // MARK: I/O
 
     enum ReadOutcome {
-        case bytes([UInt8])
+        /// What was read, in the caller's buffer (not copied out: a payload's bytes are copied enough on the way in).
+        case bytes(ArraySlice<UInt8>)
         case wouldBlock
         case endOfFile
         case failed(Errno)
@@ -146,7 +147,7 @@ final class ServerConnection {
         }
         switch result {
         case .success(0): return .endOfFile
-        case .success(let n): return .bytes(Array(buffer[0..<min(n, count)]))
+        case .success(let n): return .bytes(buffer[0..<min(n, count)])
         case .failure(let error) where error.errno == .wouldBlock: return .wouldBlock
         case .failure(let error): return .failed(error.errno)
         }

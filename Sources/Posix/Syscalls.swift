@@ -60,6 +60,10 @@ import Glibc
     if let forced = mockedFailure("munmap") { return forced }
     return Glibc.munmap(addr, length)
 }
+@usableFromInline func system_madvise(_ addr: UnsafeMutableRawPointer, _ length: Int, _ advice: CInt) -> CInt {
+    if let forced = mockedFailure("madvise") { return forced }
+    return Glibc.madvise(addr, length, advice)
+}
 @usableFromInline func system_mprotect(_ addr: UnsafeMutableRawPointer, _ length: Int, _ prot: CInt) -> CInt {
     if let forced = mockedFailure("mprotect") { return forced }
     return Glibc.mprotect(addr, length, prot)

@@ -103,6 +103,21 @@ final class AgentRobustnessTests: XCTestCase {
         XCTAssertGreaterThan(stats["bytes"], 2_000_000)
     }
 
+    func testTraceOfManyMoreSpansThanItsTableWindowIsCountedExactly() throws {
+        // The seen-span table keeps a trace's spans together, up to a few
+        // cache lines; the rest of a long trace goes elsewhere, and a
+        // re-send must still find every one of them.
+        let agent = try AgentProcess()
+        let long = makeTraces(count: 1, perTrace: 20_000, firstID: 7)
+        let short = makeTraces(count: 300, perTrace: 3, firstID: 9)
+        XCTAssertEqual(try agent.sendTraces(long + short, version: .v05, within: 30).status, 200)
+        XCTAssertEqual(try agent.sendTraces(short + long, version: .v04, within: 30).status, 200)
+        let stats = try agent.stats()
+        XCTAssertEqual(stats["spans"], 2 * 20_900)
+        XCTAssertEqual(stats["unique_spans"], 20_900)
+        XCTAssertEqual(stats.process(4242)?.duplicates, 20_900)
+    }
+
     func testHTTP10RequestGetsItsReplyAndAClose() throws {
         let agent = try AgentProcess()
         let traces = makeTraces(count: 1, perTrace: 2, firstID: 1)

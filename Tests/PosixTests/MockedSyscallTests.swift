@@ -160,6 +160,22 @@ final class MockedSyscallTests: XCTestCase {
         try r.close() // the forced failure never reached the kernel
     }
 
+    func testHugePageAdviceIsAdviceOnly() throws {
+        // A kernel without THP (or without MADV_POPULATE_WRITE) refuses the
+        // advice; the memory is still mapped, zeroed and writable.
+        let driver = MockingDriver()
+        driver.forcedErrnos = [("madvise", .invalidArgument), ("madvise", .invalidArgument)]
+        let region = try driver.withMocking { () throws(SystemError) in
+            try MappedRegion.anonymous(length: 4 << 20, shared: false, populate: true, hugePages: true)
+        }
+        defer { try? region.unmap() }
+        XCTAssertEqual(driver.trace, ["mmap", "madvise", "madvise"])
+        let bytes = UnsafeMutableRawBufferPointer(start: region.base, count: region.length)
+        XCTAssertTrue(bytes.allSatisfy { $0 == 0 })
+        bytes[bytes.count - 1] = 7
+        XCTAssertEqual(bytes[bytes.count - 1], 7)
+    }
+
     func testInterruptedConnectThatTheKernelFinishedReportsConnected() throws {
         let (a, b) = try Socket.pair()
         defer { try? a.close(); try? b.close() }

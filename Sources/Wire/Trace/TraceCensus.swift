@@ -4,31 +4,37 @@
 /// a `String` or a map.
 ///
 /// It accepts exactly what `TraceAPIVersion.decode` accepts (the same
-/// reader, the same leniency, the same limits), so an agent can count from
-/// it and fall back to `decode` only to word an error. Its buffers are kept
+/// reader, the same leniency, the same limits; v0.5 spans in the encoding
+/// exporters write are read straight from the bytes, by rules that accept
+/// a subset of what that reader does), so an agent can count from it and
+/// fall back to `decode` only to word an error. Its buffers are kept
 /// between payloads: one census per agent, reused.
 public struct TraceCensus: Sendable {
-    public private(set) var traceIDs: [UInt64] = []
-    public private(set) var spanIDs: [UInt64] = []
-    /// Chunk i's spans are `chunkEnds[i-1]..<chunkEnds[i]` of the id arrays.
+    /// Chunk i's spans are `keys[chunkEnds[i-1]..<chunkEnds[i]]`.
     public private(set) var chunkEnds: [Int] = []
     /// Chunk i's `process_id`: that of its first span carrying one (the
     /// last value when one span repeats the key, as `OrderedMap` keeps it).
     public private(set) var chunkProcessIDs: [Double?] = []
+    public private(set) var spanCount = 0
+    /// Grown, never shrunk; its first `spanCount` entries are the
+    /// payload's. Written through a pointer a chunk at a time: an
+    /// `Array.append` per span (its uniqueness and capacity checks) cost
+    /// more than reading the span.
+    private var keyStorage: [SpanKey] = []
     /// v0.5: which string-table entries are "process_id".
     private var isProcessIDKey: [Bool] = []
 
     public init() {}
 
-    public var spanCount: Int { spanIDs.count }
+    /// Every span's (trace id, span id), in payload order.
+    public var keys: ArraySlice<SpanKey> { keyStorage[..<spanCount] }
     public var chunkCount: Int { chunkEnds.count }
 
     /// Reads `bytes`; on success the arrays describe it, on a throw they
     /// hold a prefix and must not be used.
     public mutating func read(_ bytes: [UInt8], version: TraceAPIVersion,
                               limits: TraceDecodingLimits = .default) throws(TracePayloadError) {
-        traceIDs.removeAll(keepingCapacity: true)
-        spanIDs.removeAll(keepingCapacity: true)
+        spanCount = 0
         chunkEnds.removeAll(keepingCapacity: true)
         chunkProcessIDs.removeAll(keepingCapacity: true)
         var reader = MessagePackReader(bytes, maxDepth: limits.maxDepth)
@@ -39,6 +45,19 @@ public struct TraceCensus: Sendable {
         try reader.payloadEnd()
     }
 
+    /// Makes room for `count` more keys. A chunk's span count was checked
+    /// against the bytes left (a span takes at least one), so a hostile
+    /// count costs no more memory than the payload's size allows.
+    private mutating func reserveKeys(_ count: Int) {
+        let missing = spanCount + count - keyStorage.count
+        if missing > 0 { keyStorage.append(contentsOf: repeatElement(SpanKey(traceID: 0, spanID: 0), count: max(missing, keyStorage.count))) }
+    }
+
+    private mutating func append(_ key: SpanKey) {
+        keyStorage[spanCount] = key
+        spanCount += 1
+    }
+
     static let processIDKey: [UInt8] = Array("process_id".utf8)
 
     // MARK: v0.4 (the fields of `Span.init(decodingV04:)`)
@@ -47,11 +66,12 @@ public struct TraceCensus: Sendable {
         var budget = limits.maxSpans
         let traceCount = try reader.payloadArrayHeader()
         for _ in 0..<traceCount {
-            let spanCount = try reader.payloadArrayHeader()
-            guard spanCount <= budget else { throw .tooManySpans(limit: limits.maxSpans) }
-            budget -= spanCount
+            let chunkSpans = try reader.payloadArrayHeader()
+            guard chunkSpans <= budget else { throw .tooManySpans(limit: limits.maxSpans) }
+            budget -= chunkSpans
+            reserveKeys(chunkSpans)
             var chunkProcessID: Double?
-            for _ in 0..<spanCount {
+            for _ in 0..<chunkSpans {
                 var traceID: UInt64 = 0, spanID: UInt64 = 0
                 var processID: Double?
                 for _ in 0..<(try reader.payloadMapHeader()) {
@@ -82,11 +102,10 @@ public struct TraceCensus: Sendable {
                         try reader.payloadSkip()
                     }
                 }
-                traceIDs.append(traceID)
-                spanIDs.append(spanID)
+                append(SpanKey(traceID: traceID, spanID: spanID))
                 if chunkProcessID == nil { chunkProcessID = processID }
             }
-            chunkEnds.append(spanIDs.count)
+            chunkEnds.append(spanCount)
             chunkProcessIDs.append(chunkProcessID)
         }
     }
@@ -106,20 +125,39 @@ public struct TraceCensus: Sendable {
                 isProcessIDKey.append(false)
             }
         }
+        // Locals, so the pointer into `keyStorage` below does not overlap an access to `self`.
+        let bytes = reader.bytes, isProcessIDKey = self.isProcessIDKey
         var budget = limits.maxSpans
         let traceCount = try reader.payloadArrayHeader()
         for _ in 0..<traceCount {
-            let spanCount = try reader.payloadArrayHeader()
-            guard spanCount <= budget else { throw .tooManySpans(limit: limits.maxSpans) }
-            budget -= spanCount
+            let chunkSpans = try reader.payloadArrayHeader()
+            guard chunkSpans <= budget else { throw .tooManySpans(limit: limits.maxSpans) }
+            budget -= chunkSpans
+            reserveKeys(chunkSpans)
             var chunkProcessID: Double?
-            for _ in 0..<spanCount {
+            var done = 0
+            while done < chunkSpans {
+                // A run of spans in the common encoding, straight from the bytes…
+                let first = spanCount, position = reader.position, end = reader.endIndex
+                let run = keyStorage.withUnsafeMutableBufferPointer { keys in
+                    bytes.withUnsafeBytes { raw in
+                        isProcessIDKey.withUnsafeBufferPointer { isProcessIDKey in
+                            Self.readCommonV05Spans(raw, from: position, end: end, count: chunkSpans - done, tableSize: stringCount,
+                                                    isProcessIDKey: isProcessIDKey, into: keys, at: first, chunkProcessID: &chunkProcessID)
+                        }
+                    }
+                }
+                do { _ = try reader.take(headerSize: run.end - position, count: 0) } catch { throw .malformed(error) }
+                spanCount += run.count
+                done += run.count
+                guard done < chunkSpans else { break }
+                // …then one span in any other: the general readers, which also word the error.
                 let offset = reader.offset
                 let count = try reader.payloadArrayHeader()
                 guard count == 12 else { throw .wrongElementCount(what: "a v0.5 span", expected: 12, found: count, offset: offset) }
                 for _ in 0..<3 { _ = try reader.stringIndex(tableSize: stringCount) }  // service, name, resource
-                let traceID = try reader.censusID()
-                let spanID = try reader.censusID()
+                let traceID = try reader.lenientUInt64()
+                let spanID = try reader.lenientUInt64()
                 _ = try reader.lenientUInt64()  // parent_id
                 _ = try reader.lenientInteger(as: Int64.self)  // start
                 _ = try reader.lenientInteger(as: Int64.self)  // duration
@@ -135,12 +173,184 @@ public struct TraceCensus: Sendable {
                     if isProcessIDKey[key] { processID = value }
                 }
                 _ = try reader.stringIndex(tableSize: stringCount)  // type
-                traceIDs.append(traceID)
-                spanIDs.append(spanID)
+                append(SpanKey(traceID: traceID, spanID: spanID))
                 if chunkProcessID == nil { chunkProcessID = processID }
+                done += 1
             }
-            chunkEnds.append(spanIDs.count)
+            chunkEnds.append(spanCount)
             chunkProcessIDs.append(chunkProcessID)
+        }
+    }
+
+    /// Reads up to `count` v0.5 spans from `start`, while each has the
+    /// encoding exporters write and every field one `Span.init(decodingV05:strings:)`
+    /// reads without error (so what it finds is what decoding would): any
+    /// integer encoding, fixmaps and map 16, nil where decoding reads it as
+    /// 0. It stops before any other span — another array length, a nil
+    /// string index, a map 32, bytes cut off — for the general readers.
+    /// One loop over the bytes with no call per field: the general readers
+    /// made the census as costly as counting.
+    @inline(never)
+    static func readCommonV05Spans(_ raw: UnsafeRawBufferPointer, from start: Int, end: Int, count: Int, tableSize: Int,
+                                   isProcessIDKey: UnsafeBufferPointer<Bool>, into keys: UnsafeMutableBufferPointer<SpanKey>, at first: Int,
+                                   chunkProcessID: inout Double?) -> (count: Int, end: Int) {
+        var position = start
+        for index in 0..<count {
+            var p = position
+            // A fixarray of 12: the span's fields.
+            guard p < end, raw[p] == 0x9c else { return (index, position) }
+            p += 1
+            guard stringIndex(raw, &p, end, tableSize) != nil,  // service
+                  stringIndex(raw, &p, end, tableSize) != nil,  // name
+                  stringIndex(raw, &p, end, tableSize) != nil,  // resource
+                  let traceID = integer(raw, &p, end, nilAsZero: true),  // a negative id is taken as its bits
+                  let spanID = integer(raw, &p, end, nilAsZero: true),
+                  integer(raw, &p, end, nilAsZero: true) != nil,  // parent_id
+                  let start = integer(raw, &p, end, nilAsZero: true), start.signed || start.bits <= UInt64(Int64.max),
+                  let duration = integer(raw, &p, end, nilAsZero: true), duration.signed || duration.bits <= UInt64(Int64.max),
+                  let error = integer(raw, &p, end, nilAsZero: true),
+                  error.signed ? Int32(exactly: Int64(bitPattern: error.bits)) != nil : error.bits <= UInt64(Int32.max),
+                  let metaCount = mapCount(raw, &p, end)
+            else { return (index, position) }
+            for _ in 0..<(2 * metaCount) {
+                guard stringIndex(raw, &p, end, tableSize) != nil else { return (index, position) }
+            }
+            guard let metricsCount = mapCount(raw, &p, end) else { return (index, position) }
+            var processID: Double?
+            for _ in 0..<metricsCount {
+                guard let key = stringIndex(raw, &p, end, tableSize), let value = double(raw, &p, end) else { return (index, position) }
+                if isProcessIDKey[key] { processID = value }
+            }
+            guard stringIndex(raw, &p, end, tableSize) != nil else { return (index, position) }  // type
+            keys[first + index] = SpanKey(traceID: traceID.bits, spanID: spanID.bits)
+            if chunkProcessID == nil { chunkProcessID = processID }
+            position = p
+        }
+        return (count, position)
+    }
+
+    /// The integer at `p` in any MessagePack encoding, as
+    /// `MessagePackReader.readRawInteger` reads it: its bits (a negative
+    /// value's two's complement) and whether its encoding was signed; nil
+    /// for anything else or a value cut off at `end`, with `p` unmoved.
+    /// `nilAsZero`: nil reads as 0, as in the lenient readers.
+    @inline(__always)
+    static func integer(_ raw: UnsafeRawBufferPointer, _ p: inout Int, _ end: Int, nilAsZero: Bool) -> (bits: UInt64, signed: Bool)? {
+        // Inline, the two encodings exporters write most: a positive fixint, a 64-bit integer.
+        if p < end {
+            let lead = raw[p]
+            if lead < 0x80 {
+                p += 1
+                return (UInt64(lead), false)
+            }
+            if lead == 0xcf || lead == 0xd3, p + 9 <= end {
+                defer { p += 9 }
+                return (UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: p + 1, as: UInt64.self)), lead == 0xd3)
+            }
+        }
+        return anyInteger(raw, &p, end, nilAsZero: nilAsZero)
+    }
+
+    /// `integer` for every encoding, out of line: rarer, and the loop's code stays small.
+    @inline(never)
+    static func anyInteger(_ raw: UnsafeRawBufferPointer, _ p: inout Int, _ end: Int, nilAsZero: Bool) -> (bits: UInt64, signed: Bool)? {
+        guard p < end else { return nil }
+        let lead = raw[p]
+        if lead < 0x80 {
+            p += 1
+            return (UInt64(lead), false)
+        }
+        /// Whether a value of `size` bytes after the lead byte is all there.
+        func fits(_ size: Int) -> Bool { p + 1 + size <= end }
+        let value = p + 1
+        switch lead {
+        case 0xcf where fits(8): p += 9; return (UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: value, as: UInt64.self)), false)
+        case 0xd3 where fits(8): p += 9; return (UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: value, as: UInt64.self)), true)
+        case 0xcc where fits(1): p += 2; return (UInt64(raw[value]), false)
+        case 0xcd where fits(2): p += 3; return (UInt64(UInt16(bigEndian: raw.loadUnaligned(fromByteOffset: value, as: UInt16.self))), false)
+        case 0xce where fits(4): p += 5; return (UInt64(UInt32(bigEndian: raw.loadUnaligned(fromByteOffset: value, as: UInt32.self))), false)
+        case 0xd0 where fits(1): p += 2; return (UInt64(bitPattern: Int64(Int8(bitPattern: raw[value]))), true)
+        case 0xd1 where fits(2):
+            p += 3
+            return (UInt64(bitPattern: Int64(Int16(bitPattern: UInt16(bigEndian: raw.loadUnaligned(fromByteOffset: value, as: UInt16.self))))), true)
+        case 0xd2 where fits(4):
+            p += 5
+            return (UInt64(bitPattern: Int64(Int32(bitPattern: UInt32(bigEndian: raw.loadUnaligned(fromByteOffset: value, as: UInt32.self))))), true)
+        case 0xe0...0xff:
+            p += 1
+            return (UInt64(bitPattern: Int64(Int8(bitPattern: lead))), true)
+        case 0xc0 where nilAsZero:
+            p += 1
+            return (0, false)
+        default: return nil
+        }
+    }
+
+    /// A string-table index (`MessagePackReader.stringIndex`): an integer
+    /// that fits `UInt32` and is below the table's size.
+    @inline(__always)
+    static func stringIndex(_ raw: UnsafeRawBufferPointer, _ p: inout Int, _ end: Int, _ tableSize: Int) -> Int? {
+        // A positive fixint, what encoders write for the first 128 strings.
+        if p < end, raw[p] < 0x80, Int(raw[p]) < tableSize {
+            defer { p += 1 }
+            return Int(raw[p])
+        }
+        return anyStringIndex(raw, &p, end, tableSize)
+    }
+
+    /// `stringIndex` for every integer encoding, out of line.
+    @inline(never)
+    static func anyStringIndex(_ raw: UnsafeRawBufferPointer, _ p: inout Int, _ end: Int, _ tableSize: Int) -> Int? {
+        let start = p
+        guard let integer = anyInteger(raw, &p, end, nilAsZero: false) else { return nil }
+        let value = integer.signed ? Int64(bitPattern: integer.bits) : Int64(clamping: integer.bits)
+        guard value >= 0, value <= Int64(UInt32.max), value < tableSize else {
+            p = start
+            return nil
+        }
+        return Int(value)
+    }
+
+    /// A map header (`readMapHeader`) of a fixmap or map 16: its number of pairs.
+    @inline(__always)
+    static func mapCount(_ raw: UnsafeRawBufferPointer, _ p: inout Int, _ end: Int) -> Int? {
+        guard p < end else { return nil }
+        let lead = raw[p]
+        if lead & 0xf0 == 0x80 {
+            p += 1
+            return Int(lead & 0x0f)
+        }
+        guard lead == 0xde, p + 3 <= end else { return nil }
+        defer { p += 3 }
+        return Int(UInt16(bigEndian: raw.loadUnaligned(fromByteOffset: p + 1, as: UInt16.self)))
+    }
+
+    /// `lenientDouble`: float 64 or 32, any integer, nil as 0.
+    @inline(__always)
+    static func double(_ raw: UnsafeRawBufferPointer, _ p: inout Int, _ end: Int) -> Double? {
+        if p + 9 <= end, raw[p] == 0xcb {
+            defer { p += 9 }
+            return Double(bitPattern: UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: p + 1, as: UInt64.self)))
+        }
+        return anyDouble(raw, &p, end)
+    }
+
+    /// `double` for every encoding, out of line.
+    @inline(never)
+    static func anyDouble(_ raw: UnsafeRawBufferPointer, _ p: inout Int, _ end: Int) -> Double? {
+        guard p < end else { return nil }
+        switch raw[p] {
+        case 0xcb:
+            guard p + 9 <= end else { return nil }
+            defer { p += 9 }
+            return Double(bitPattern: UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: p + 1, as: UInt64.self)))
+        case 0xca:
+            guard p + 5 <= end else { return nil }
+            defer { p += 5 }
+            return Double(Float(bitPattern: UInt32(bigEndian: raw.loadUnaligned(fromByteOffset: p + 1, as: UInt32.self))))
+        default:
+            guard let integer = anyInteger(raw, &p, end, nilAsZero: true) else { return nil }
+            return integer.signed ? Double(Int64(bitPattern: integer.bits)) : Double(integer.bits)
         }
     }
 
@@ -149,6 +359,17 @@ public struct TraceCensus: Sendable {
         guard other.count == range.count else { return false }
         for index in 0..<other.count where bytes[range.lowerBound + index] != other[index] { return false }
         return true
+    }
+}
+
+/// A span's identity: a tracer that re-sends a payload sends the same pairs again.
+public struct SpanKey: Hashable, Sendable {
+    public var traceID: UInt64
+    public var spanID: UInt64
+
+    public init(traceID: UInt64, spanID: UInt64) {
+        self.traceID = traceID
+        self.spanID = spanID
     }
 }
 
@@ -174,19 +395,6 @@ enum V04Field {
         else if isKey("meta") { self = .meta }
         else if isKey("metrics") { self = .metrics }
         else { self = .other }
-    }
-}
-
-extension MessagePackReader {
-    /// `lenientUInt64`, with the encoding of a random 64-bit id (uint 64)
-    /// read directly: six of them per span.
-    mutating func censusID() throws(TracePayloadError) -> UInt64 {
-        if position + 9 <= endIndex, bytes[position] == 0xcf {
-            let id = load(UInt64.self, at: position + 1)
-            do { _ = try take(headerSize: 1, count: 8) } catch { throw .malformed(error) }
-            return id
-        }
-        return try lenientUInt64()
     }
 }
 

@@ -76,8 +76,9 @@ public final class TraceWriter: @unchecked Sendable {
     private var sealed: [TracePayloadEncoder] = []
     /// The last encoder the flush worker finished: empty, with its buffer's
     /// capacity, the next `building`. A fresh encoder grows its buffer (and
-    /// faults its pages in) a span at a time, on the request path.
-    private var spare: TracePayloadEncoder?
+    /// faults its pages in) a span at a time, on the request path. Only the
+    /// flush worker (or `stop`, after it) touches it: no lock.
+    private var finished: TracePayloadEncoder?
     /// Spans in `building` and `sealed`.
     private var queuedSpans = 0
     private var retry: Batch?
@@ -153,7 +154,7 @@ public final class TraceWriter: @unchecked Sendable {
             }
             if building.spanCount > 0 && building.spanCount + spans > configuration.maxSpansPerSend {
                 sealed.append(building)
-                building = spare.take() ?? configuration.emptyPayload()
+                building = configuration.emptyPayload()
             }
             let before = building.spanCount
             encode(&building)
@@ -208,7 +209,7 @@ public final class TraceWriter: @unchecked Sendable {
             if left > 0 { counters.dropped[.shutdownDeadline, default: 0] += UInt64(left) }
             building = configuration.emptyPayload()
             sealed = []
-            spare = nil
+            finished = nil
             queuedSpans = 0
             retry = nil
             return left
@@ -245,6 +246,7 @@ public final class TraceWriter: @unchecked Sendable {
 
     private func takeBatch(now: UInt64, force: Bool) -> Batch? {
         enum Taken { case retry(Batch), fresh(TracePayloadEncoder) }
+        var recycled = finished.take()
         let taken: Taken? = lock.withLock {
             if let pending = retry {
                 guard force || pending.notBefore <= now else { return nil }
@@ -259,7 +261,7 @@ public final class TraceWriter: @unchecked Sendable {
             let encoder: TracePayloadEncoder
             if sealed.isEmpty {
                 encoder = building
-                building = spare.take() ?? configuration.emptyPayload()
+                building = recycled.take() ?? configuration.emptyPayload()
             } else {
                 encoder = sealed.removeFirst()
             }
@@ -268,6 +270,7 @@ public final class TraceWriter: @unchecked Sendable {
             lastFlush = now
             return .fresh(encoder)
         }
+        if recycled != nil { finished = recycled }  // not needed this time
         switch taken {
         case nil: return nil
         case .retry(let batch): return batch
@@ -276,7 +279,7 @@ public final class TraceWriter: @unchecked Sendable {
             // spans copies the whole payload while a request may be waiting.
             let traces = encoder.traceCount, spans = encoder.spanCount
             let batch = Batch(payload: encoder.finish(), traces: traces, spans: spans)
-            lock.withLock { spare = encoder }
+            finished = encoder
             return batch
         }
     }
@@ -359,7 +362,7 @@ public final class TraceWriter: @unchecked Sendable {
         lock.reinitializeInChild()
         building = configuration.emptyPayload()
         sealed = []
-        spare = nil
+        finished = nil
         queuedSpans = 0
         retry = nil
         inFlightSpans = 0

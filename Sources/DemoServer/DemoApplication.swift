@@ -55,6 +55,7 @@ public final class DemoApplication: @unchecked Sendable {
             for index in 0..<children { ids.storeBytes(of: UInt64.random(in: 1...UInt64.max, using: &random), toByteOffset: index * 8, as: UInt64.self) }
         }
         let resource = method + " " + target
+        let statusCode = String(status)
         let slice = max(1, durationNanoseconds / Int64(children + 1))
         writer.enqueue(spanCount: children + 1) { payload in
             payload.beginTrace(spanCount: children + 1)
@@ -63,7 +64,7 @@ public final class DemoApplication: @unchecked Sendable {
             payload.beginMeta(count: 4)
             payload.tag(names.httpMethod, .dynamic(method))
             payload.tag(names.httpURL, .dynamic(target))
-            payload.tag(names.httpStatusCode, .dynamic(String(status)))
+            payload.tag(names.httpStatusCode, .dynamic(statusCode))
             payload.tag(names.component, names.service)
             payload.beginMetrics(count: 3)
             payload.metric(names.processID, pid)
@@ -76,9 +77,11 @@ public final class DemoApplication: @unchecked Sendable {
                     payload.beginSpan(service: names.service, name: name, resource: name, traceID: traceID,
                                       spanID: ids.load(fromByteOffset: index * 8, as: UInt64.self), parentID: rootID,
                                       start: start + slice * Int64(index), duration: slice, error: 0)
+                    // `process_id` only on the root, as Datadog tracers
+                    // write it: the agent reads a chunk's from its first
+                    // span that carries one.
                     payload.beginMeta(count: 0)
-                    payload.beginMetrics(count: 1)
-                    payload.metric(names.processID, pid)
+                    payload.beginMetrics(count: 0)
                     payload.endSpan(type: index == 1 ? names.sql : names.custom)
                 }
             }

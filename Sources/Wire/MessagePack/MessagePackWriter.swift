@@ -211,6 +211,18 @@ struct MessagePackCursor {
 
     fileprivate init(_ next: UnsafeMutableRawPointer) { self.next = next }
 
+    /// An array of exactly `count` bytes written by `body`, not zeroed
+    /// first: a payload is assembled from parts whose sizes are known.
+    static func array(count: Int, _ body: (inout MessagePackCursor) -> Void) -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+            guard let base = buffer.baseAddress else { return }
+            var cursor = MessagePackCursor(UnsafeMutableRawPointer(base))
+            body(&cursor)
+            initialized = UnsafeMutableRawPointer(base).distance(to: cursor.next)
+            precondition(initialized == count, "MessagePackCursor.array: \(initialized) bytes written, \(count) expected")
+        }
+    }
+
     @inline(__always)
     mutating func write(byte: UInt8) {
         next.storeBytes(of: byte, as: UInt8.self)

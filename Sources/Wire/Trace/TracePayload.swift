@@ -165,13 +165,14 @@ public struct TracePayloadV04Encoder: Sendable {
     }
 
     public mutating func finish() -> [UInt8] {
-        var payload = MessagePackWriter(reservingCapacity: byteCount)
-        payload.writeArrayHeader(count: traceCount)
-        writer.withBytes { payload.writeEncoded($0) }
+        let payload = MessagePackCursor.array(count: byteCount) { cursor in
+            cursor.writeArrayHeader(count: traceCount)
+            writer.withBytes { cursor.write(bytes: $0) }
+        }
         writer.removeAll(keepingCapacity: true)
         traceCount = 0
         spanCount = 0
-        return payload.takeBytes()
+        return payload
     }
 
     static func arrayHeaderSize(_ count: Int) -> Int { count < 16 ? 1 : count <= 0xffff ? 3 : 5 }
@@ -237,17 +238,18 @@ public struct TracePayloadV05Encoder: Sendable {
     }
 
     public mutating func finish() -> [UInt8] {
-        var payload = MessagePackWriter(reservingCapacity: byteCount)
-        payload.writeArrayHeader(count: 2)
-        payload.writeArrayHeader(count: strings.count)
-        payload.writeEncoded(strings.encoded)
-        payload.writeArrayHeader(count: traceCount)
-        body.withBytes { payload.writeEncoded($0) }
+        let payload = MessagePackCursor.array(count: byteCount) { cursor in
+            cursor.writeArrayHeader(count: 2)
+            cursor.writeArrayHeader(count: strings.count)
+            strings.encoded.withUnsafeBytes { cursor.write(bytes: $0) }
+            cursor.writeArrayHeader(count: traceCount)
+            body.withBytes { cursor.write(bytes: $0) }
+        }
         body.removeAll(keepingCapacity: true)
         strings = constants?.table ?? PayloadStringTable()
         traceCount = 0
         spanCount = 0
-        return payload.takeBytes()
+        return payload
     }
 }
 

@@ -65,10 +65,10 @@ extension TracePayloadEncoder {
         switch version {
         case .v04:
             v04.beginSpan(service: service, name: name, resource: resource, traceID: traceID, spanID: spanID, parentID: parentID,
-                           start: start, duration: duration, error: error, constants: constants)
+                          start: start, duration: duration, error: error, constants: constants)
         case .v05:
             v05.beginSpan(service: service, name: name, resource: resource, traceID: traceID, spanID: spanID, parentID: parentID,
-                           start: start, duration: duration, error: error)
+                          start: start, duration: duration, error: error)
         }
     }
 

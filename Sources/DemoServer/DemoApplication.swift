@@ -13,6 +13,9 @@ import Wire
 public final class DemoApplication: @unchecked Sendable {
     public let writer: TraceWriter
     public let service = "forkscope-demo"
+    /// The payload constants by name, read through `self` on the request
+    /// path: as `static let`s each use was a lazy global's `swift_once`.
+    private let names = Names()
 
     public init(configuration: ServerConfiguration) throws {
         var writerConfiguration = WriterConfiguration()
@@ -52,32 +55,34 @@ public final class DemoApplication: @unchecked Sendable {
             for index in 0..<children { ids.storeBytes(of: UInt64.random(in: 1...UInt64.max, using: &random), toByteOffset: index * 8, as: UInt64.self) }
         }
         let resource = method + " " + target
+        let statusCode = String(status)
         let slice = max(1, durationNanoseconds / Int64(children + 1))
         writer.enqueue(spanCount: children + 1) { payload in
-            typealias C = DemoApplication.Constant
             payload.beginTrace(spanCount: children + 1)
-            payload.beginSpan(service: C.service, name: C.httpRequest, resource: .dynamic(resource), traceID: traceID, spanID: rootID,
+            payload.beginSpan(service: names.service, name: names.httpRequest, resource: .dynamic(resource), traceID: traceID, spanID: rootID,
                               parentID: 0, start: start, duration: durationNanoseconds, error: status >= 500 ? 1 : 0)
             payload.beginMeta(count: 4)
-            payload.tag(C.httpMethod, .dynamic(method))
-            payload.tag(C.httpURL, .dynamic(target))
-            payload.tag(C.httpStatusCode, .dynamic(String(status)))
-            payload.tag(C.component, C.service)
+            payload.tag(names.httpMethod, .dynamic(method))
+            payload.tag(names.httpURL, .dynamic(target))
+            payload.tag(names.httpStatusCode, .dynamic(statusCode))
+            payload.tag(names.component, names.service)
             payload.beginMetrics(count: 3)
-            payload.metric(C.processID, pid)
-            payload.metric(C.topLevel, 1)
-            payload.metric(C.samplingPriority, 1)
-            payload.endSpan(type: C.web)
+            payload.metric(names.processID, pid)
+            payload.metric(names.topLevel, 1)
+            payload.metric(names.samplingPriority, 1)
+            payload.endSpan(type: names.web)
             withUnsafeBytes(of: childIDs) { ids in
                 for index in 0..<children {
-                    let name = C.childNames[index]
-                    payload.beginSpan(service: C.service, name: name, resource: name, traceID: traceID,
+                    let name = names.childNames[index]
+                    payload.beginSpan(service: names.service, name: name, resource: name, traceID: traceID,
                                       spanID: ids.load(fromByteOffset: index * 8, as: UInt64.self), parentID: rootID,
                                       start: start + slice * Int64(index), duration: slice, error: 0)
+                    // `process_id` only on the root, as Datadog tracers
+                    // write it: the agent reads a chunk's from its first
+                    // span that carries one.
                     payload.beginMeta(count: 0)
-                    payload.beginMetrics(count: 1)
-                    payload.metric(C.processID, pid)
-                    payload.endSpan(type: index == 1 ? C.sql : C.custom)
+                    payload.beginMetrics(count: 0)
+                    payload.endSpan(type: index == 1 ? names.sql : names.custom)
                 }
             }
         }
@@ -92,20 +97,20 @@ public final class DemoApplication: @unchecked Sendable {
     ])
 
     /// `constants` by name (positions in that list).
-    enum Constant {
-        static let service = SpanText.constant(constants[0])
-        static let httpRequest = SpanText.constant(constants[1])
-        static let web = SpanText.constant(constants[2])
-        static let httpMethod = constants[3]
-        static let httpURL = constants[4]
-        static let httpStatusCode = constants[5]
-        static let component = constants[6]
-        static let processID = constants[7]
-        static let topLevel = constants[8]
-        static let samplingPriority = constants[9]
-        static let childNames = (10...13).map { SpanText.constant(constants[$0]) }
-        static let sql = SpanText.constant(constants[14])
-        static let custom = SpanText.constant(constants[15])
+    struct Names {
+        let service = SpanText.constant(constants[0])
+        let httpRequest = SpanText.constant(constants[1])
+        let web = SpanText.constant(constants[2])
+        let httpMethod = constants[3]
+        let httpURL = constants[4]
+        let httpStatusCode = constants[5]
+        let component = constants[6]
+        let processID = constants[7]
+        let topLevel = constants[8]
+        let samplingPriority = constants[9]
+        let childNames = (10...13).map { SpanText.constant(constants[$0]) }
+        let sql = SpanText.constant(constants[14])
+        let custom = SpanText.constant(constants[15])
     }
 }
 

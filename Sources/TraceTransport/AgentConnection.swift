@@ -34,6 +34,8 @@ public struct AgentConnection {
     public var timeouts: Timeouts
     private var socket: Socket?
     private var parser = HTTPResponseParser()
+    /// Where responses are read into: made once, not zeroed per exchange.
+    private var receiveBuffer: [UInt8] = []
 
     public init(endpoint: AgentEndpoint, timeouts: Timeouts = Timeouts()) {
         self.endpoint = endpoint
@@ -130,7 +132,7 @@ public struct AgentConnection {
     }
 
     private mutating func readResponse(from socket: Socket, method: String, token: CancellationToken, total: Deadline) throws(TransportError) -> HTTPResponse {
-        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+        if receiveBuffer.isEmpty { receiveBuffer = [UInt8](repeating: 0, count: 64 * 1024) }
         var received = 0
         while true {
             do {
@@ -141,7 +143,7 @@ public struct AgentConnection {
             } catch {
                 throw .malformedResponse("\(error)")
             }
-            let result = chunk.withUnsafeMutableBytes { raw in Result { () throws(SystemError) in try socket.receive(into: raw) } }
+            let result = receiveBuffer.withUnsafeMutableBytes { raw in Result { () throws(SystemError) in try socket.receive(into: raw) } }
             let n: Int
             switch result {
             case .success(let count):
@@ -165,7 +167,7 @@ public struct AgentConnection {
                 throw .reset(received == 0 ? Self.idleClose : "the agent closed the connection mid-response")
             }
             received += n
-            parser.feed(chunk[..<n])
+            parser.feed(receiveBuffer[..<n])
         }
     }
 

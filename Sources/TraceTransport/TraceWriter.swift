@@ -74,6 +74,11 @@ public final class TraceWriter: @unchecked Sendable {
     private var building: TracePayloadEncoder
     /// Encoders that reached `maxSpansPerSend`, oldest first.
     private var sealed: [TracePayloadEncoder] = []
+    /// The last encoder the flush worker finished: empty, with its buffer's
+    /// capacity, the next `building`. A fresh encoder grows its buffer (and
+    /// faults its pages in) a span at a time, on the request path. Only the
+    /// flush worker (or `stop`, after it) touches it: no lock.
+    private var finished: TracePayloadEncoder?
     /// Spans in `building` and `sealed`.
     private var queuedSpans = 0
     private var retry: Batch?
@@ -82,11 +87,19 @@ public final class TraceWriter: @unchecked Sendable {
     private var lastFlush: UInt64
     private var lastGauge: UInt64 = 0
     private var stopping = false
+    /// `fks_fork_count()` when a trace last had the participant look for
+    /// an unhooked fork. Traces compare it and call the participant only
+    /// after a fork: the call retains the participant, whose count lives in
+    /// a side table (something holds it weakly), so it took the slow path
+    /// twice per trace. Atomic: request threads read it without the lock.
+    private let forkCountChecked: UnsafeMutablePointer<UInt64>
 
     public init(endpoint: AgentEndpoint, policy: SendPolicy, configuration: WriterConfiguration = WriterConfiguration(),
                 timeouts: Timeouts = Timeouts(), registry: AtForkRegistry = .shared) throws(SystemError) {
         self.configuration = configuration
         building = configuration.emptyPayload()
+        forkCountChecked = .allocate(capacity: 1)
+        forkCountChecked.initialize(to: fks_fork_count())
         // Tick often enough for backoff and the once-a-second gauge; the
         // flush interval itself is checked on each tick.
         let tickMilliseconds = min(100, configuration.flushIntervalMilliseconds)
@@ -101,7 +114,10 @@ public final class TraceWriter: @unchecked Sendable {
         runtime.start()
     }
 
-    deinit { stop() }
+    deinit {
+        stop()
+        forkCountChecked.deallocate()
+    }
 
     /// Accepts a trace, or drops it (`buffer_full`, `closed`) with a count.
     @discardableResult
@@ -121,7 +137,11 @@ public final class TraceWriter: @unchecked Sendable {
     private func accept(spans: Int, _ encode: (inout TracePayloadEncoder) -> Void) -> Bool {
         // A raw fork() may have left us a dead flush thread and a lock
         // held by a thread that does not exist: recover before locking.
-        transport.participant.recoverFromUnhookedFork()
+        let forkCount = fks_fork_count()
+        if forkCount != fks_load_relaxed_u64(forkCountChecked) {
+            transport.participant.recoverFromUnhookedFork()
+            fks_store_relaxed_u64(forkCountChecked, forkCount)
+        }
         let (accepted, wake): (Bool, Bool) = lock.withLock {
             counters.accepted += UInt64(spans)
             if stopping {
@@ -189,6 +209,7 @@ public final class TraceWriter: @unchecked Sendable {
             if left > 0 { counters.dropped[.shutdownDeadline, default: 0] += UInt64(left) }
             building = configuration.emptyPayload()
             sealed = []
+            finished = nil
             queuedSpans = 0
             retry = nil
             return left
@@ -225,6 +246,7 @@ public final class TraceWriter: @unchecked Sendable {
 
     private func takeBatch(now: UInt64, force: Bool) -> Batch? {
         enum Taken { case retry(Batch), fresh(TracePayloadEncoder) }
+        var recycled = finished.take()
         let taken: Taken? = lock.withLock {
             if let pending = retry {
                 guard force || pending.notBefore <= now else { return nil }
@@ -239,7 +261,7 @@ public final class TraceWriter: @unchecked Sendable {
             let encoder: TracePayloadEncoder
             if sealed.isEmpty {
                 encoder = building
-                building = configuration.emptyPayload()
+                building = recycled.take() ?? configuration.emptyPayload()
             } else {
                 encoder = sealed.removeFirst()
             }
@@ -248,6 +270,7 @@ public final class TraceWriter: @unchecked Sendable {
             lastFlush = now
             return .fresh(encoder)
         }
+        if recycled != nil { finished = recycled }  // not needed this time
         switch taken {
         case nil: return nil
         case .retry(let batch): return batch
@@ -255,7 +278,9 @@ public final class TraceWriter: @unchecked Sendable {
             // Finished outside the lock: joining the string table and the
             // spans copies the whole payload while a request may be waiting.
             let traces = encoder.traceCount, spans = encoder.spanCount
-            return Batch(payload: encoder.finish(), traces: traces, spans: spans)
+            let batch = Batch(payload: encoder.finish(), traces: traces, spans: spans)
+            finished = encoder
+            return batch
         }
     }
 
@@ -337,6 +362,7 @@ public final class TraceWriter: @unchecked Sendable {
         lock.reinitializeInChild()
         building = configuration.emptyPayload()
         sealed = []
+        finished = nil
         queuedSpans = 0
         retry = nil
         inFlightSpans = 0

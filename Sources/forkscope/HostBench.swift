@@ -21,6 +21,9 @@ struct HostBench: ParsableCommand {
     @Flag(help: "Run even in a debug build (figures are then meaningless).")
     var allowDebug = false
 
+    @Flag(help: "Measure only the exporter on the request path (no wrk): seconds, not minutes, when tuning the encoder.")
+    var requestPathOnly = false
+
     func run() throws {
         #if DEBUG
         if !allowDebug {
@@ -30,6 +33,11 @@ struct HostBench: ParsableCommand {
         guard FileSystem.exists("/usr/bin/wrk") else { Failure.exit("wrk is not installed (apt-get install wrk)", code: 2) }
         let agent = try BenchAgent()
         defer { agent.stop() }
+        if requestPathOnly {
+            let requestPath = try measureRequestPath(agent: agent)
+            print(Self.requestPathLine(requestPath))
+            return
+        }
         var on: [Measurement] = [], off: [Measurement] = []
         var delivered: AgentStats?
         var rerun = 0
@@ -54,8 +62,7 @@ struct HostBench: ParsableCommand {
                   + columns.map { pad(fixed(median(rounds, $0), 2), 8, right: true) }.joined())
         }
         print("overhead: \(fixed(overhead, 1)) % of requests/s (target ≤ 5 %); \(fixed(cpuOverhead, 1)) % of CPU per request")
-        print("exporter on the request path (DemoApplication.trace, in this process, its thread's CPU time): "
-              + "\(fixed(requestPath.nanoseconds, 0)) ns per request, best of \(requestPath.batches) batches of \(requestPath.perBatch)")
+        print(Self.requestPathLine(requestPath))
         if let delivered { print("agent, last round with the exporter on: \(delivered)") }
         if rerun > 0 { print("measurements repeated because one worker served almost nothing: \(rerun)") }
         print("{\"bench\":\"host\",\"rps_exporter_off\":\(Int(medianOff)),\"rps_exporter_on\":\(Int(medianOn)),"
@@ -179,6 +186,11 @@ struct HostBench: ParsableCommand {
         let counters = application.writer.snapshot
         guard counters.droppedTotal == 0 else { throw ValidationError("the request-path measurement dropped spans: \(counters)") }
         return (best, batches, perBatch)
+    }
+
+    static func requestPathLine(_ figure: (nanoseconds: Double, batches: Int, perBatch: Int)) -> String {
+        "exporter on the request path (DemoApplication.trace, in this process, its thread's CPU time): "
+            + "\(fixed(figure.nanoseconds, 0)) ns per request, best of \(figure.batches) batches of \(figure.perBatch)"
     }
 
     /// CPU time of this process's reaped children, in µs (getrusage(2)).

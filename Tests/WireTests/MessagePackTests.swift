@@ -189,6 +189,34 @@ final class MessagePackTests: XCTestCase {
         assertRoundTrip(.extension(type: -1, data: [0, 0, 0, 1]), encodesTo: [0xd6, 0xff, 0, 0, 0, 1])
     }
 
+    /// The writer keeps spare room past its bytes and stores through a
+    /// pointer: a copy must still be a separate value, a writer emptied with
+    /// its capacity kept must write afresh, and growth must lose nothing.
+    func testWriterCopiesAreIndependentAndARefilledWriterWritesAfresh() {
+        var first = MessagePackWriter()
+        first.write("abc")
+        var second = first
+        second.write(UInt64(300))
+        first.writeNil()
+        XCTAssertEqual(first.bytes, [0xa3, 0x61, 0x62, 0x63, 0xc0])
+        XCTAssertEqual(second.bytes, [0xa3, 0x61, 0x62, 0x63, 0xcd, 0x01, 0x2c])
+        second.removeAll(keepingCapacity: true)
+        second.write(true)
+        XCTAssertEqual(second.bytes, [0xc3])
+        XCTAssertEqual(first.takeBytes(), [0xa3, 0x61, 0x62, 0x63, 0xc0])
+        XCTAssertEqual(first.count, 0)
+        XCTAssertEqual(first.bytes, [])
+
+        var grown = MessagePackWriter(reservingCapacity: 3)
+        var expected: [UInt8] = []
+        for value in stride(from: UInt64(0), to: 1 << 40, by: 1 << 24) {
+            grown.write(value)
+            expected += encode { $0.write(value) }
+        }
+        XCTAssertEqual(grown.bytes, expected)
+        XCTAssertEqual(grown.withBytes { Array($0) }, expected)
+    }
+
     func testNestedValuesRoundTrip() {
         let value: MessagePackValue = [
             "name": "fork", "pid": 4242, "ratio": 0.5, "tags": ["a", "b", nil, true],

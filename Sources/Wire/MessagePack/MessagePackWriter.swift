@@ -6,211 +6,176 @@
 /// is a programming error and traps (encoders here build from values already
 /// in memory, so no input from a peer can cause it).
 public struct MessagePackWriter: Sendable {
-    public var bytes: [UInt8]
+    /// The `count` bytes written, then room for more. Kept full so a
+    /// group of fields is stored through one pointer (`withCursor`): an
+    /// `Array.append` per byte costs a uniqueness and capacity check each,
+    /// and those were most of a span's encoding time.
+    private var storage: [UInt8]
+    public private(set) var count = 0
 
-    public init() { bytes = [] }
+    public init() { storage = [] }
 
     /// Starts with room for `capacity` bytes, so a payload of known rough size
     /// grows without reallocation.
     public init(reservingCapacity capacity: Int) {
-        bytes = []
-        bytes.reserveCapacity(capacity)
+        storage = [UInt8](repeating: 0, count: capacity)
     }
 
-    public var count: Int { bytes.count }
+    /// The bytes written (a copy; `takeBytes()` avoids it).
+    public var bytes: [UInt8] { count == storage.count ? storage : Array(storage[..<count]) }
+
+    /// The bytes written, without a copy; the writer is left empty.
+    public mutating func takeBytes() -> [UInt8] {
+        var taken = storage
+        storage = []
+        // Uniquely referenced now, so dropping the spare room moves nothing.
+        taken.removeLast(taken.count - count)
+        count = 0
+        return taken
+    }
+
+    /// Forgets what was written; with `keepingCapacity`, the room stays
+    /// for the next bytes.
+    public mutating func removeAll(keepingCapacity: Bool = false) {
+        count = 0
+        if !keepingCapacity { storage = [] }
+    }
+
+    /// The bytes written, lent without a copy.
+    public func withBytes<Result>(_ body: (UnsafeRawBufferPointer) -> Result) -> Result {
+        storage.withUnsafeBytes { body(UnsafeRawBufferPointer(rebasing: $0[..<count])) }
+    }
+
+    /// Writes up to `maxCount` bytes through a cursor: one capacity check
+    /// and one uniqueness check for the whole group. `body` must not write
+    /// more than `maxCount` bytes.
+    @inline(__always)
+    mutating func withCursor<Result>(reserving maxCount: Int, _ body: (inout MessagePackCursor) -> Result) -> Result {
+        // Never empty while writing: an empty array has no base address.
+        if maxCount > storage.count - count || storage.isEmpty { grow(toHold: count + maxCount) }
+        let start = count
+        // The cursor never outlives the buffer pointer: it is used only inside this closure.
+        let (result, written): (Result, Int) = storage.withUnsafeMutableBytes { raw in
+            let base = raw.baseAddress.unsafelyUnwrapped + start
+            var cursor = MessagePackCursor(base)
+            let result = body(&cursor)
+            return (result, cursor.next - base)
+        }
+        assert(written <= maxCount, "a MessagePackCursor wrote past the room it reserved")
+        count = start + written
+        return result
+    }
+
+    private mutating func grow(toHold minimum: Int) {
+        // Doubling keeps appends amortised O(1); the room is zeroed once.
+        let target = Swift.max(minimum, storage.count * 2, 64)
+        storage.append(contentsOf: repeatElement(0, count: target - storage.count))
+    }
 
     // MARK: scalars
 
-    @inlinable
-    public mutating func writeNil() { bytes.append(0xc0) }
+    public mutating func writeNil() { withCursor(reserving: 1) { $0.writeNil() } }
 
-    @inlinable
-    public mutating func write(_ value: Bool) { bytes.append(value ? 0xc3 : 0xc2) }
+    public mutating func write(_ value: Bool) { withCursor(reserving: 1) { $0.write(value) } }
 
     /// positive fixint, uint 8/16/32/64.
-    @inlinable
-    public mutating func write(_ value: UInt64) {
-        if value < 0x80 {
-            bytes.append(UInt8(truncatingIfNeeded: value))
-        } else if value <= 0xff {
-            bytes.append(0xcc)
-            bytes.append(UInt8(truncatingIfNeeded: value))
-        } else if value <= 0xffff {
-            bytes.append(0xcd)
-            appendBigEndian(UInt16(truncatingIfNeeded: value))
-        } else if value <= 0xffff_ffff {
-            bytes.append(0xce)
-            appendBigEndian(UInt32(truncatingIfNeeded: value))
-        } else {
-            bytes.append(0xcf)
-            appendBigEndian(value)
-        }
-    }
+    public mutating func write(_ value: UInt64) { withCursor(reserving: 9) { $0.write(value) } }
 
     /// Non-negative values as unsigned (as msgpack implementations do);
     /// negative fixint, int 8/16/32/64 otherwise.
-    @inlinable
-    public mutating func write(_ value: Int64) {
-        if value >= 0 {
-            write(UInt64(value))
-        } else if value >= -32 {
-            bytes.append(UInt8(truncatingIfNeeded: value))
-        } else if value >= Int64(Int8.min) {
-            bytes.append(0xd0)
-            bytes.append(UInt8(truncatingIfNeeded: value))
-        } else if value >= Int64(Int16.min) {
-            bytes.append(0xd1)
-            appendBigEndian(UInt16(truncatingIfNeeded: value))
-        } else if value >= Int64(Int32.min) {
-            bytes.append(0xd2)
-            appendBigEndian(UInt32(truncatingIfNeeded: value))
-        } else {
-            bytes.append(0xd3)
-            appendBigEndian(UInt64(bitPattern: value))
-        }
-    }
+    public mutating func write(_ value: Int64) { withCursor(reserving: 9) { $0.write(value) } }
 
-    @inlinable
     public mutating func write(_ value: Int) { write(Int64(value)) }
 
-    @inlinable
     public mutating func write(_ value: Int32) { write(Int64(value)) }
 
-    @inlinable
     public mutating func write(_ value: UInt32) { write(UInt64(value)) }
 
     /// float 64.
-    @inlinable
-    public mutating func write(_ value: Double) {
-        bytes.append(0xcb)
-        appendBigEndian(value.bitPattern)
-    }
+    public mutating func write(_ value: Double) { withCursor(reserving: 9) { $0.write(value) } }
 
     /// float 32.
-    @inlinable
-    public mutating func write(_ value: Float) {
-        bytes.append(0xca)
-        appendBigEndian(value.bitPattern)
-    }
+    public mutating func write(_ value: Float) { withCursor(reserving: 5) { $0.write(value) } }
 
     // MARK: strings and binary
 
     /// fixstr, str 8/16/32 with the string's UTF-8 bytes.
-    @inlinable
     public mutating func write(_ value: String) {
-        let utf8 = value.utf8
-        writeStringHeader(count: utf8.count)
-        bytes.append(contentsOf: utf8)
+        var value = value
+        value.withUTF8 { writeString(utf8: UnsafeRawBufferPointer($0)) }
     }
 
     /// A string given as UTF-8 bytes (not checked: the caller vouches for them).
-    @inlinable
     public mutating func writeString(utf8: some Collection<UInt8>) {
-        writeStringHeader(count: utf8.count)
-        bytes.append(contentsOf: utf8)
+        if utf8.withContiguousStorageIfAvailable({ writeString(utf8: UnsafeRawBufferPointer($0)) }) == nil {
+            writeString(utf8: Array(utf8))
+        }
+    }
+
+    public mutating func writeString(utf8: UnsafeRawBufferPointer) {
+        withCursor(reserving: 5 + utf8.count) { cursor in
+            cursor.writeStringHeader(count: utf8.count)
+            cursor.write(bytes: utf8)
+        }
     }
 
     /// The header of a string of `count` UTF-8 bytes; the caller appends them.
-    @inlinable
-    public mutating func writeStringHeader(count: Int) {
-        if count < 32 {
-            bytes.append(0xa0 | UInt8(truncatingIfNeeded: count))
-        } else if count <= 0xff {
-            bytes.append(0xd9)
-            bytes.append(UInt8(truncatingIfNeeded: count))
-        } else if count <= 0xffff {
-            bytes.append(0xda)
-            appendBigEndian(UInt16(truncatingIfNeeded: count))
-        } else {
-            bytes.append(0xdb)
-            appendBigEndian(Self.length32(count))
-        }
-    }
+    public mutating func writeStringHeader(count: Int) { withCursor(reserving: 5) { $0.writeStringHeader(count: count) } }
 
     /// bin 8/16/32.
-    @inlinable
     public mutating func writeBinary(_ data: some Collection<UInt8>) {
-        let count = data.count
-        if count <= 0xff {
-            bytes.append(0xc4)
-            bytes.append(UInt8(truncatingIfNeeded: count))
-        } else if count <= 0xffff {
-            bytes.append(0xc5)
-            appendBigEndian(UInt16(truncatingIfNeeded: count))
-        } else {
-            bytes.append(0xc6)
-            appendBigEndian(Self.length32(count))
-        }
-        bytes.append(contentsOf: data)
+        withCursor(reserving: 5) { $0.writeBinaryHeader(count: data.count) }
+        writeEncoded(data)
     }
 
     // MARK: containers
 
     /// fixarray, array 16/32; the caller then writes `count` values.
-    @inlinable
-    public mutating func writeArrayHeader(count: Int) {
-        if count < 16 {
-            bytes.append(0x90 | UInt8(truncatingIfNeeded: count))
-        } else if count <= 0xffff {
-            bytes.append(0xdc)
-            appendBigEndian(UInt16(truncatingIfNeeded: count))
-        } else {
-            bytes.append(0xdd)
-            appendBigEndian(Self.length32(count))
-        }
-    }
+    public mutating func writeArrayHeader(count: Int) { withCursor(reserving: 5) { $0.writeArrayHeader(count: count) } }
 
     /// fixmap, map 16/32; the caller then writes `count` key/value pairs.
-    @inlinable
-    public mutating func writeMapHeader(count: Int) {
-        if count < 16 {
-            bytes.append(0x80 | UInt8(truncatingIfNeeded: count))
-        } else if count <= 0xffff {
-            bytes.append(0xde)
-            appendBigEndian(UInt16(truncatingIfNeeded: count))
-        } else {
-            bytes.append(0xdf)
-            appendBigEndian(Self.length32(count))
-        }
-    }
+    public mutating func writeMapHeader(count: Int) { withCursor(reserving: 5) { $0.writeMapHeader(count: count) } }
 
     /// fixext 1/2/4/8/16 when the size allows, else ext 8/16/32.
     public mutating func writeExtension(type: Int8, data: some Collection<UInt8>) {
         let count = data.count
-        switch count {
-        case 1: bytes.append(0xd4)
-        case 2: bytes.append(0xd5)
-        case 4: bytes.append(0xd6)
-        case 8: bytes.append(0xd7)
-        case 16: bytes.append(0xd8)
-        case ...0xff:
-            bytes.append(0xc7)
-            bytes.append(UInt8(truncatingIfNeeded: count))
-        case ...0xffff:
-            bytes.append(0xc8)
-            appendBigEndian(UInt16(truncatingIfNeeded: count))
-        default:
-            bytes.append(0xc9)
-            appendBigEndian(Self.length32(count))
+        withCursor(reserving: 6) { cursor in
+            switch count {
+            case 1: cursor.write(byte: 0xd4)
+            case 2: cursor.write(byte: 0xd5)
+            case 4: cursor.write(byte: 0xd6)
+            case 8: cursor.write(byte: 0xd7)
+            case 16: cursor.write(byte: 0xd8)
+            case ...0xff:
+                cursor.write(byte: 0xc7)
+                cursor.write(byte: UInt8(truncatingIfNeeded: count))
+            case ...0xffff:
+                cursor.write(byte: 0xc8)
+                cursor.writeBigEndian(UInt16(truncatingIfNeeded: count))
+            default:
+                cursor.write(byte: 0xc9)
+                cursor.writeBigEndian(MessagePackCursor.length32(count))
+            }
+            cursor.write(byte: UInt8(bitPattern: type))
         }
-        bytes.append(UInt8(bitPattern: type))
-        bytes.append(contentsOf: data)
+        writeEncoded(data)
     }
 
     /// A string known at compile time (a map key), copied from static
     /// storage without reference counting. It must be shorter than 32 bytes.
-    @inlinable
     mutating func writeKey(_ key: StaticString) {
-        key.withUTF8Buffer { utf8 in
-            bytes.append(0xa0 | UInt8(truncatingIfNeeded: utf8.count))
-            bytes.append(contentsOf: utf8)
-        }
+        key.withUTF8Buffer { writeString(utf8: UnsafeRawBufferPointer($0)) }
     }
 
     /// Bytes that already are MessagePack (a pre-encoded key, a nested payload).
-    @inlinable
     public mutating func writeEncoded(_ encoded: some Collection<UInt8>) {
-        bytes.append(contentsOf: encoded)
+        if encoded.withContiguousStorageIfAvailable({ writeEncoded(UnsafeRawBufferPointer($0)) }) == nil {
+            writeEncoded(Array(encoded))
+        }
+    }
+
+    public mutating func writeEncoded(_ encoded: UnsafeRawBufferPointer) {
+        withCursor(reserving: encoded.count) { $0.write(bytes: encoded) }
     }
 
     /// Any value, recursively, each part in its smallest encoding.
@@ -236,16 +201,177 @@ public struct MessagePackWriter: Sendable {
         case .extension(let type, let data): writeExtension(type: type, data: data)
         }
     }
+}
 
-    // MARK: helpers
+/// Where a `MessagePackWriter`'s next byte goes inside `withCursor`: the
+/// one place each MessagePack encoding is written. It stores through a raw
+/// pointer without checks; `withCursor` reserved the room.
+struct MessagePackCursor {
+    var next: UnsafeMutableRawPointer
 
-    @inlinable
-    mutating func appendBigEndian<T: FixedWidthInteger & UnsignedInteger>(_ value: T) {
-        // One append of the value's bytes: one capacity and uniqueness check, not one per byte.
-        withUnsafeBytes(of: value.bigEndian) { bytes.append(contentsOf: $0) }
+    fileprivate init(_ next: UnsafeMutableRawPointer) { self.next = next }
+
+    /// An array of exactly `count` bytes written by `body`, not zeroed
+    /// first: a payload is assembled from parts whose sizes are known.
+    static func array(count: Int, _ body: (inout MessagePackCursor) -> Void) -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+            guard let base = buffer.baseAddress else { return }
+            var cursor = MessagePackCursor(UnsafeMutableRawPointer(base))
+            body(&cursor)
+            initialized = UnsafeMutableRawPointer(base).distance(to: cursor.next)
+            precondition(initialized == count, "MessagePackCursor.array: \(initialized) bytes written, \(count) expected")
+        }
     }
 
-    @inlinable
+    @inline(__always)
+    mutating func write(byte: UInt8) {
+        next.storeBytes(of: byte, as: UInt8.self)
+        next += 1
+    }
+
+    @inline(__always)
+    mutating func writeBigEndian<T: FixedWidthInteger & UnsignedInteger>(_ value: T) {
+        // storeBytes does unaligned stores of trivial types.
+        next.storeBytes(of: value.bigEndian, as: T.self)
+        next += MemoryLayout<T>.size
+    }
+
+    @inline(__always)
+    mutating func write(bytes: UnsafeRawBufferPointer) {
+        guard let source = bytes.baseAddress else { return }
+        next.copyMemory(from: source, byteCount: bytes.count)
+        next += bytes.count
+    }
+
+    @inline(__always)
+    mutating func writeNil() { write(byte: 0xc0) }
+
+    @inline(__always)
+    mutating func write(_ value: Bool) { write(byte: value ? 0xc3 : 0xc2) }
+
+    /// positive fixint, uint 8/16/32/64: at most 9 bytes.
+    @inline(__always)
+    mutating func write(_ value: UInt64) {
+        if value < 0x80 {
+            write(byte: UInt8(truncatingIfNeeded: value))
+        } else if value <= 0xff {
+            write(byte: 0xcc)
+            write(byte: UInt8(truncatingIfNeeded: value))
+        } else if value <= 0xffff {
+            write(byte: 0xcd)
+            writeBigEndian(UInt16(truncatingIfNeeded: value))
+        } else if value <= 0xffff_ffff {
+            write(byte: 0xce)
+            writeBigEndian(UInt32(truncatingIfNeeded: value))
+        } else {
+            write(byte: 0xcf)
+            writeBigEndian(value)
+        }
+    }
+
+    /// Non-negative values as unsigned; negative fixint, int 8/16/32/64
+    /// otherwise: at most 9 bytes.
+    @inline(__always)
+    mutating func write(_ value: Int64) {
+        if value >= 0 {
+            write(UInt64(value))
+        } else if value >= -32 {
+            write(byte: UInt8(truncatingIfNeeded: value))
+        } else if value >= Int64(Int8.min) {
+            write(byte: 0xd0)
+            write(byte: UInt8(truncatingIfNeeded: value))
+        } else if value >= Int64(Int16.min) {
+            write(byte: 0xd1)
+            writeBigEndian(UInt16(truncatingIfNeeded: value))
+        } else if value >= Int64(Int32.min) {
+            write(byte: 0xd2)
+            writeBigEndian(UInt32(truncatingIfNeeded: value))
+        } else {
+            write(byte: 0xd3)
+            writeBigEndian(UInt64(bitPattern: value))
+        }
+    }
+
+    @inline(__always)
+    mutating func write(_ value: UInt32) { write(UInt64(value)) }
+
+    @inline(__always)
+    mutating func write(_ value: Int32) { write(Int64(value)) }
+
+    /// float 64: 9 bytes.
+    @inline(__always)
+    mutating func write(_ value: Double) {
+        write(byte: 0xcb)
+        writeBigEndian(value.bitPattern)
+    }
+
+    /// float 32: 5 bytes.
+    @inline(__always)
+    mutating func write(_ value: Float) {
+        write(byte: 0xca)
+        writeBigEndian(value.bitPattern)
+    }
+
+    /// fixstr, str 8/16/32 header: at most 5 bytes.
+    @inline(__always)
+    mutating func writeStringHeader(count: Int) {
+        if count < 32 {
+            write(byte: 0xa0 | UInt8(truncatingIfNeeded: count))
+        } else if count <= 0xff {
+            write(byte: 0xd9)
+            write(byte: UInt8(truncatingIfNeeded: count))
+        } else if count <= 0xffff {
+            write(byte: 0xda)
+            writeBigEndian(UInt16(truncatingIfNeeded: count))
+        } else {
+            write(byte: 0xdb)
+            writeBigEndian(Self.length32(count))
+        }
+    }
+
+    /// bin 8/16/32 header: at most 5 bytes.
+    @inline(__always)
+    mutating func writeBinaryHeader(count: Int) {
+        if count <= 0xff {
+            write(byte: 0xc4)
+            write(byte: UInt8(truncatingIfNeeded: count))
+        } else if count <= 0xffff {
+            write(byte: 0xc5)
+            writeBigEndian(UInt16(truncatingIfNeeded: count))
+        } else {
+            write(byte: 0xc6)
+            writeBigEndian(Self.length32(count))
+        }
+    }
+
+    /// fixarray, array 16/32 header: at most 5 bytes.
+    @inline(__always)
+    mutating func writeArrayHeader(count: Int) {
+        if count < 16 {
+            write(byte: 0x90 | UInt8(truncatingIfNeeded: count))
+        } else if count <= 0xffff {
+            write(byte: 0xdc)
+            writeBigEndian(UInt16(truncatingIfNeeded: count))
+        } else {
+            write(byte: 0xdd)
+            writeBigEndian(Self.length32(count))
+        }
+    }
+
+    /// fixmap, map 16/32 header: at most 5 bytes.
+    @inline(__always)
+    mutating func writeMapHeader(count: Int) {
+        if count < 16 {
+            write(byte: 0x80 | UInt8(truncatingIfNeeded: count))
+        } else if count <= 0xffff {
+            write(byte: 0xde)
+            writeBigEndian(UInt16(truncatingIfNeeded: count))
+        } else {
+            write(byte: 0xdf)
+            writeBigEndian(Self.length32(count))
+        }
+    }
+
     static func length32(_ count: Int) -> UInt32 {
         guard let length = UInt32(exactly: count) else {
             preconditionFailure("MessagePack cannot express a length of \(count) (more than UInt32.max)")

@@ -53,13 +53,10 @@ public enum SpanText: Sendable {
 /// result decodes to the same spans as `append(trace:)` of the equivalent
 /// `Span` values (v0.4: the same bytes).
 extension TracePayloadEncoder {
-    // Each call reaches the version's encoder once (`v05!.…` in place): a
-    // chain of `v05!.body.…` accesses made the optimizer copy it out.
-
     public mutating func beginTrace(spanCount: Int) {
         switch version {
-        case .v04: v04!.beginTrace(spanCount: spanCount)
-        case .v05: v05!.beginTrace(spanCount: spanCount)
+        case .v04: v04.beginTrace(spanCount: spanCount)
+        case .v05: v05.beginTrace(spanCount: spanCount)
         }
     }
 
@@ -67,11 +64,11 @@ extension TracePayloadEncoder {
                                    parentID: UInt64, start: Int64, duration: Int64, error: Int32) {
         switch version {
         case .v04:
-            v04!.beginSpan(service: service, name: name, resource: resource, traceID: traceID, spanID: spanID, parentID: parentID,
-                           start: start, duration: duration, error: error, constants: constants)
+            v04.beginSpan(service: service, name: name, resource: resource, traceID: traceID, spanID: spanID, parentID: parentID,
+                          start: start, duration: duration, error: error, constants: constants)
         case .v05:
-            v05!.beginSpan(service: service, name: name, resource: resource, traceID: traceID, spanID: spanID, parentID: parentID,
-                           start: start, duration: duration, error: error)
+            v05.beginSpan(service: service, name: name, resource: resource, traceID: traceID, spanID: spanID, parentID: parentID,
+                          start: start, duration: duration, error: error)
         }
     }
 
@@ -79,8 +76,8 @@ extension TracePayloadEncoder {
 
     public mutating func tag(_ key: PayloadConstant, _ value: SpanText) {
         switch version {
-        case .v04: v04!.tag(key, value, constants: constants)
-        case .v05: v05!.tag(key, value)
+        case .v04: v04.tag(key, value, constants: constants)
+        case .v05: v05.tag(key, value)
         }
     }
 
@@ -90,23 +87,23 @@ extension TracePayloadEncoder {
     private mutating func beginMap(_ key: StaticString, count: Int) {
         switch version {
         case .v04:
-            v04!.writer.writeKey(key)
-            v04!.writer.writeMapHeader(count: count)
-        case .v05: v05!.body.writeMapHeader(count: count)
+            v04.writer.writeKey(key)
+            v04.writer.writeMapHeader(count: count)
+        case .v05: v05.body.writeMapHeader(count: count)
         }
     }
 
     public mutating func metric(_ key: PayloadConstant, _ value: Double) {
         switch version {
-        case .v04: v04!.metric(key, value, constants: constants)
-        case .v05: v05!.metric(key, value)
+        case .v04: v04.metric(key, value, constants: constants)
+        case .v05: v05.metric(key, value)
         }
     }
 
     public mutating func endSpan(type: SpanText) {
         switch version {
-        case .v04: v04!.endSpan(type: type, constants: constants)
-        case .v05: v05!.write(type)
+        case .v04: v04.endSpan(type: type, constants: constants)
+        case .v05: v05.write(type)
         }
     }
 }
@@ -159,6 +156,11 @@ extension TracePayloadV04Encoder {
 }
 
 extension TracePayloadV05Encoder {
+    // Each call stores its fields through one `withCursor`: one capacity
+    // and uniqueness check per group of fields, not one per byte. The room
+    // reserved is the group's largest encoding (string indices are uint32:
+    // 5 bytes; 64-bit numbers and float64: 9).
+
     mutating func beginTrace(spanCount: Int) {
         body.writeArrayHeader(count: spanCount)
         traceCount += 1
@@ -167,37 +169,50 @@ extension TracePayloadV05Encoder {
 
     mutating func beginSpan(service: SpanText, name: SpanText, resource: SpanText, traceID: UInt64, spanID: UInt64,
                             parentID: UInt64, start: Int64, duration: Int64, error: Int32) {
-        body.writeArrayHeader(count: 12)
-        write(service)
-        write(name)
-        write(resource)
-        body.write(traceID)
-        body.write(spanID)
-        body.write(parentID)
-        body.write(start)
-        body.write(duration)
-        body.write(error)
+        let service = index(of: service), name = index(of: name), resource = index(of: resource)
+        body.withCursor(reserving: 1 + 3 * 5 + 5 * 9 + 9) { cursor in
+            cursor.writeArrayHeader(count: 12)
+            cursor.write(service)
+            cursor.write(name)
+            cursor.write(resource)
+            cursor.write(traceID)
+            cursor.write(spanID)
+            cursor.write(parentID)
+            cursor.write(start)
+            cursor.write(duration)
+            cursor.write(error)
+        }
     }
 
     mutating func tag(_ key: PayloadConstant, _ value: SpanText) {
-        body.write(key.tableIndex)
-        write(value)
+        let key = index(of: .constant(key)), value = index(of: value)
+        body.withCursor(reserving: 2 * 5) { cursor in
+            cursor.write(key)
+            cursor.write(value)
+        }
     }
 
     mutating func metric(_ key: PayloadConstant, _ value: Double) {
-        body.write(key.tableIndex)
-        body.write(value)
+        let key = index(of: .constant(key))
+        body.withCursor(reserving: 5 + 9) { cursor in
+            cursor.write(key)
+            cursor.write(value)
+        }
+    }
+
+    mutating func write(_ text: SpanText) {
+        body.write(index(of: text))
     }
 
     /// The string's table index: a constant's is known, another is interned.
-    mutating func write(_ text: SpanText) {
+    @inline(__always)
+    mutating func index(of text: SpanText) -> UInt32 {
         switch text {
         case .constant(let constant):
-            precondition(constants != nil, "a PayloadConstant written by an encoder made without constants")
-            body.write(constant.tableIndex)
+            precondition(constant.tableIndex < constantsEnd, "a PayloadConstant written by an encoder made without its constants")
+            return constant.tableIndex
         case .dynamic(let string):
-            let index = strings.index(of: string)
-            body.write(index)
+            return strings.index(of: string)
         }
     }
 }

@@ -26,7 +26,7 @@ public enum TracePayload {
             writer.writeArrayHeader(count: trace.count)
             for index in trace.indices { trace[index].encodeV04(into: &writer) }
         }
-        return writer.bytes
+        return writer.takeBytes()
     }
 
     public static func decodeV04(_ bytes: [UInt8], limits: TraceDecodingLimits = .default) throws(TracePayloadError) -> [[Span]] {
@@ -91,55 +91,55 @@ public struct TracePayloadEncoder: Sendable {
     public let version: TraceAPIVersion
     /// Strings of the direct span API (`beginSpan`…) known in advance.
     public let constants: PayloadConstants?
-    var v04: TracePayloadV04Encoder?
-    var v05: TracePayloadV05Encoder?
+    // Both stored, one used (the other holds no buffer): plain properties,
+    // not optionals, because mutating an optional's payload (`v05!.…`)
+    // made the optimizer copy the whole encoder, retaining each of its
+    // buffers, on every call of the direct span API.
+    var v04: TracePayloadV04Encoder
+    var v05: TracePayloadV05Encoder
 
     public init(version: TraceAPIVersion, constants: PayloadConstants? = nil) {
         self.version = version
         self.constants = constants
-        switch version {
-        case .v04: v04 = TracePayloadV04Encoder()
-        case .v05: v05 = TracePayloadV05Encoder(constants: constants)
-        }
+        v04 = TracePayloadV04Encoder()
+        v05 = TracePayloadV05Encoder(constants: constants)
     }
 
-    // Read through a switch, not `v04?.x ?? v05?.x`: that form copied the
-    // whole encoder out of the optional (retaining its buffers), and a
-    // writer reads `spanCount` on every accepted trace.
     public var traceCount: Int {
         switch version {
-        case .v04: v04!.traceCount
-        case .v05: v05!.traceCount
+        case .v04: v04.traceCount
+        case .v05: v05.traceCount
         }
     }
 
     public var spanCount: Int {
         switch version {
-        case .v04: v04!.spanCount
-        case .v05: v05!.spanCount
+        case .v04: v04.spanCount
+        case .v05: v05.spanCount
         }
     }
 
     public var byteCount: Int {
         switch version {
-        case .v04: v04!.byteCount
-        case .v05: v05!.byteCount
+        case .v04: v04.byteCount
+        case .v05: v05.byteCount
         }
     }
 
     public mutating func append(trace: [Span]) {
-        // Mutated through the optional in place: no copy of the buffer.
         switch version {
-        case .v04: v04!.append(trace: trace)
-        case .v05: v05!.append(trace: trace)
+        case .v04: v04.append(trace: trace)
+        case .v05: v05.append(trace: trace)
         }
     }
 
-    /// The payload; the encoder starts over.
+    /// The payload; the encoder starts over, keeping its buffer's capacity
+    /// for the next payload (a fresh one would be grown and page-faulted
+    /// in again, span by span, on the request path).
     public mutating func finish() -> [UInt8] {
         switch version {
-        case .v04: v04!.finish()
-        case .v05: v05!.finish()
+        case .v04: v04.finish()
+        case .v05: v05.finish()
         }
     }
 }
@@ -147,20 +147,15 @@ public struct TracePayloadEncoder: Sendable {
 /// Builds a v0.4 payload a trace at a time (a writer's buffer between
 /// flushes). `finish` returns the payload and starts over.
 public struct TracePayloadV04Encoder: Sendable {
-    /// Room for the largest traces-array header (array 32), filled in at
-    /// `finish`, so traces are written once and never moved per append.
-    static let headerRoom = 5
-    var writer: MessagePackWriter
+    /// The traces, back to back; `finish` puts the array header in front.
+    var writer = MessagePackWriter()
     public internal(set) var traceCount = 0
     public internal(set) var spanCount = 0
 
-    public init(reservingCapacity capacity: Int = 0) {
-        writer = MessagePackWriter(reservingCapacity: max(capacity, Self.headerRoom))
-        writer.writeEncoded([0, 0, 0, 0, 0])
-    }
+    public init() {}
 
     /// Bytes `finish` would return now.
-    public var byteCount: Int { writer.count - Self.headerRoom + Self.arrayHeaderSize(traceCount) }
+    public var byteCount: Int { Self.arrayHeaderSize(traceCount) + writer.count }
 
     public mutating func append(trace: [Span]) {
         writer.writeArrayHeader(count: trace.count)
@@ -170,12 +165,14 @@ public struct TracePayloadV04Encoder: Sendable {
     }
 
     public mutating func finish() -> [UInt8] {
-        var header = MessagePackWriter()
-        header.writeArrayHeader(count: traceCount)
-        var bytes = writer.bytes
-        bytes.replaceSubrange(0..<Self.headerRoom, with: header.bytes)
-        self = TracePayloadV04Encoder(reservingCapacity: bytes.count)
-        return bytes
+        let payload = MessagePackCursor.array(count: byteCount) { cursor in
+            cursor.writeArrayHeader(count: traceCount)
+            writer.withBytes { cursor.write(bytes: $0) }
+        }
+        writer.removeAll(keepingCapacity: true)
+        traceCount = 0
+        spanCount = 0
+        return payload
     }
 
     static func arrayHeaderSize(_ count: Int) -> Int { count < 16 ? 1 : count <= 0xffff ? 3 : 5 }
@@ -190,12 +187,15 @@ public struct TracePayloadV05Encoder: Sendable {
     public internal(set) var spanCount = 0
     /// Interned first in every payload (the direct span API's constants).
     let constants: PayloadConstants?
+    /// One past the last constant's table index (1 without constants).
+    let constantsEnd: UInt32
 
     public init() { self.init(constants: nil) }
 
     public init(constants: PayloadConstants?) {
         self.constants = constants
         strings = constants?.table ?? PayloadStringTable()
+        constantsEnd = UInt32(strings.count)
     }
 
     /// Bytes `finish` would return now.
@@ -238,14 +238,18 @@ public struct TracePayloadV05Encoder: Sendable {
     }
 
     public mutating func finish() -> [UInt8] {
-        var writer = MessagePackWriter(reservingCapacity: byteCount)
-        writer.writeArrayHeader(count: 2)
-        writer.writeArrayHeader(count: strings.count)
-        writer.writeEncoded(strings.encoded)
-        writer.writeArrayHeader(count: traceCount)
-        writer.writeEncoded(body.bytes)
-        self = TracePayloadV05Encoder(constants: constants)
-        return writer.bytes
+        let payload = MessagePackCursor.array(count: byteCount) { cursor in
+            cursor.writeArrayHeader(count: 2)
+            cursor.writeArrayHeader(count: strings.count)
+            strings.encoded.withUnsafeBytes { cursor.write(bytes: $0) }
+            cursor.writeArrayHeader(count: traceCount)
+            body.withBytes { cursor.write(bytes: $0) }
+        }
+        body.removeAll(keepingCapacity: true)
+        strings = constants?.table ?? PayloadStringTable()
+        traceCount = 0
+        spanCount = 0
+        return payload
     }
 }
 

@@ -115,7 +115,7 @@ final class Worker {
             }
             guard (try? poll(&fds, timeoutMilliseconds: timeout)) != nil else { continue }
             for entry in fds {
-                if entry.fd == listener.rawValue, entry.revents != 0 { acceptAll() }
+                if entry.fd == listener.rawValue, entry.revents != 0 { acceptOne() }
                 else if entry.fd == commands.rawValue, entry.revents != 0 { readCommands() }
                 else if entry.fd == signals?.readEnd.rawValue, entry.revents != 0 { handleSignals() }
                 else if connections[entry.fd] != nil, entry.revents != 0 || stopping { service(entry.fd, entry.revents) }
@@ -123,11 +123,15 @@ final class Worker {
         }
     }
 
-    private func acceptAll() {
-        while connections.count < 512 {
-            guard let socket = try? listener.accept(flags: [.closeOnExec, .nonBlocking]) else { return }
-            connections[socket.rawValue] = Connection(socket: socket)
-        }
+    /// One connection per wake-up, as Unicorn's and gunicorn's workers
+    /// take them: every worker polling the shared socket wakes, and they
+    /// take turns. Accepting all that wait let whichever woke first take a
+    /// whole burst (wrk's 32 connections at once), leaving its peers idle
+    /// for the run; more waiting connections keep the socket readable, so
+    /// the next poll returns at once.
+    private func acceptOne() {
+        guard connections.count < 512, let socket = try? listener.accept(flags: [.closeOnExec, .nonBlocking]) else { return }
+        connections[socket.rawValue] = Connection(socket: socket)
     }
 
     private func service(_ fd: CInt, _ revents: Int16) {

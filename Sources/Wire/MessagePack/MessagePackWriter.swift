@@ -346,28 +346,22 @@ struct MessagePackCursor {
 
     /// fixarray, array 16/32 header: at most 5 bytes.
     @inline(__always)
-    mutating func writeArrayHeader(count: Int) {
-        if count < 16 {
-            write(byte: 0x90 | UInt8(truncatingIfNeeded: count))
-        } else if count <= 0xffff {
-            write(byte: 0xdc)
-            writeBigEndian(UInt16(truncatingIfNeeded: count))
-        } else {
-            write(byte: 0xdd)
-            writeBigEndian(Self.length32(count))
-        }
-    }
+    mutating func writeArrayHeader(count: Int) { writeContainerHeader(count: count, fix: 0x90, tag16: 0xdc, tag32: 0xdd) }
 
     /// fixmap, map 16/32 header: at most 5 bytes.
     @inline(__always)
-    mutating func writeMapHeader(count: Int) {
+    mutating func writeMapHeader(count: Int) { writeContainerHeader(count: count, fix: 0x80, tag16: 0xde, tag32: 0xdf) }
+
+    /// Arrays and maps share one header layout; only the tags differ.
+    @inline(__always)
+    private mutating func writeContainerHeader(count: Int, fix: UInt8, tag16: UInt8, tag32: UInt8) {
         if count < 16 {
-            write(byte: 0x80 | UInt8(truncatingIfNeeded: count))
+            write(byte: fix | UInt8(truncatingIfNeeded: count))
         } else if count <= 0xffff {
-            write(byte: 0xde)
+            write(byte: tag16)
             writeBigEndian(UInt16(truncatingIfNeeded: count))
         } else {
-            write(byte: 0xdf)
+            write(byte: tag32)
             writeBigEndian(Self.length32(count))
         }
     }

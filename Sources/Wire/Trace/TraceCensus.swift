@@ -60,16 +60,24 @@ public struct TraceCensus: Sendable {
 
     static let processIDKey: [UInt8] = Array("process_id".utf8)
 
+    /// A chunk's span count, taken from what is left of the payload's span
+    /// budget, with room for its keys.
+    private mutating func readChunkHeader(_ reader: inout MessagePackReader, budget: inout Int,
+                                          limits: TraceDecodingLimits) throws(TracePayloadError) -> Int {
+        let chunkSpans = try reader.payloadArrayHeader()
+        guard chunkSpans <= budget else { throw .tooManySpans(limit: limits.maxSpans) }
+        budget -= chunkSpans
+        reserveKeys(chunkSpans)
+        return chunkSpans
+    }
+
     // MARK: v0.4 (the fields of `Span.init(decodingV04:)`)
 
     private mutating func readV04(_ reader: inout MessagePackReader, limits: TraceDecodingLimits) throws(TracePayloadError) {
         var budget = limits.maxSpans
         let traceCount = try reader.payloadArrayHeader()
         for _ in 0..<traceCount {
-            let chunkSpans = try reader.payloadArrayHeader()
-            guard chunkSpans <= budget else { throw .tooManySpans(limit: limits.maxSpans) }
-            budget -= chunkSpans
-            reserveKeys(chunkSpans)
+            let chunkSpans = try readChunkHeader(&reader, budget: &budget, limits: limits)
             var chunkProcessID: Double?
             for _ in 0..<chunkSpans {
                 var traceID: UInt64 = 0, spanID: UInt64 = 0
@@ -130,10 +138,7 @@ public struct TraceCensus: Sendable {
         var budget = limits.maxSpans
         let traceCount = try reader.payloadArrayHeader()
         for _ in 0..<traceCount {
-            let chunkSpans = try reader.payloadArrayHeader()
-            guard chunkSpans <= budget else { throw .tooManySpans(limit: limits.maxSpans) }
-            budget -= chunkSpans
-            reserveKeys(chunkSpans)
+            let chunkSpans = try readChunkHeader(&reader, budget: &budget, limits: limits)
             var chunkProcessID: Double?
             var done = 0
             while done < chunkSpans {

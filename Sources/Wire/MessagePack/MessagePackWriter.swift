@@ -317,29 +317,27 @@ struct MessagePackCursor {
     mutating func writeStringHeader(count: Int) {
         if count < 32 {
             write(byte: 0xa0 | UInt8(truncatingIfNeeded: count))
-        } else if count <= 0xff {
-            write(byte: 0xd9)
-            write(byte: UInt8(truncatingIfNeeded: count))
-        } else if count <= 0xffff {
-            write(byte: 0xda)
-            writeBigEndian(UInt16(truncatingIfNeeded: count))
         } else {
-            write(byte: 0xdb)
-            writeBigEndian(Self.length32(count))
+            writeSizedHeader(count: count, tag8: 0xd9, tag16: 0xda, tag32: 0xdb)
         }
     }
 
     /// bin 8/16/32 header: at most 5 bytes.
     @inline(__always)
-    mutating func writeBinaryHeader(count: Int) {
+    mutating func writeBinaryHeader(count: Int) { writeSizedHeader(count: count, tag8: 0xc4, tag16: 0xc5, tag32: 0xc6) }
+
+    /// Strings and binaries share the 8/16/32-bit length layout; only the
+    /// tags differ.
+    @inline(__always)
+    private mutating func writeSizedHeader(count: Int, tag8: UInt8, tag16: UInt8, tag32: UInt8) {
         if count <= 0xff {
-            write(byte: 0xc4)
+            write(byte: tag8)
             write(byte: UInt8(truncatingIfNeeded: count))
         } else if count <= 0xffff {
-            write(byte: 0xc5)
+            write(byte: tag16)
             writeBigEndian(UInt16(truncatingIfNeeded: count))
         } else {
-            write(byte: 0xc6)
+            write(byte: tag32)
             writeBigEndian(Self.length32(count))
         }
     }

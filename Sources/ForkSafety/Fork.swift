@@ -190,6 +190,10 @@ public final class ForkObserver: @unchecked Sendable {
         return fks_cas_u64(seen, &old, now)
     }
 
+    /// Whether a fork happened that this observer has not seen: one load
+    /// and no claim, for a hot path that asks before it recovers.
+    public var hasUnseenFork: Bool { fks_load_acquire_u64(seen) != fks_fork_count() }
+
     /// Marks the current fork count as handled (the child hook ran).
     public func acknowledge() { fks_store_release_u64(seen, fks_fork_count()) }
 }

@@ -84,7 +84,11 @@ public final class ForkParticipant: @unchecked Sendable {
     private var _resetInChild: (() -> Void)?
 
     private let registry: AtForkRegistry
-    private let observer = ForkObserver()
+    /// Sees the forks this participant has not handled. A hot path may ask
+    /// it (`hasUnseenFork`, no reference to the participant) before calling
+    /// `recoverFromUnhookedFork`: the participant is held weakly by its
+    /// hooks, so each retain of it takes the side table's slow path.
+    public let observer = ForkObserver()
     private let quiescing: UnsafeMutablePointer<UInt64>
     private let policyLock = Lock()
     private var _policy: SendPolicy

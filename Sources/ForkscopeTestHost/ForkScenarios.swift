@@ -3,6 +3,8 @@ import EventRing
 import ForkSafety
 import Glibc
 import Posix
+import TraceTransport
+import Wire
 
 /// The fork scenarios of ForkSafetyTests. Each builds an exporter core
 /// (a worker runtime and a fork participant), forks, and checks: the child
@@ -15,6 +17,7 @@ import Posix
 ///   fork-daemon FIFO         Fork.daemon(); the daemon reports into FIFO
 ///   fork-unhooked            a raw fork(): the child detects it and recovers
 ///   fork-unhooked-locked COUNT  COUNT raw forks while a thread keeps taking the runtime's lock
+///   fork-unhooked-writer     a raw fork() with detection off, turned on in the child: the writer's next trace recovers
 ///   fork-eagain              an injected fork() failing with EAGAIN
 ///   fork-policy drain|cancel|drain:T   a send in flight when the fork starts
 ///   fork-late-send cancel|drain:T   the send begins only once `before` is past its cancel/drain step
@@ -33,6 +36,7 @@ enum ForkScenarios {
         case "fork-daemon": daemon(reportingInto: argument)
         case "fork-unhooked": unhookedFork()
         case "fork-unhooked-locked": unhookedForksWhileLocked(count: Int(argument) ?? 20)
+        case "fork-unhooked-writer": unhookedForkOfAWriter()
         case "fork-eagain": failedFork()
         case "fork-policy":
             guard let policy = SendPolicy(parsing: argument) else { fail(64, "unknown policy \(argument)") }
@@ -314,6 +318,35 @@ enum ForkScenarios {
         require(!participant.recoverFromUnhookedFork(), 3, "the parent detected a fork of its own")
         expectChildSuccess(child, step: 4)
         require(runtimeRunsAJob(runtime), 5, "the parent's runtime did not run a job")
+        report("ok parent=\(getpid()) child=\(child)")
+    }
+
+    /// A trace writer, forked raw with fork detection off (the seed's
+    /// failure): its traces in the child recover nothing until detection is
+    /// turned on there (`forkscope_set_fork_detection` at run time), and
+    /// then the next trace recovers. Nothing is sent (the agent address
+    /// refuses connections); the child only checks where the threads are.
+    private static func unhookedForkOfAWriter() {
+        let writer: TraceWriter
+        do { writer = try TraceWriter(endpoint: AgentEndpoint(parsing: "http://127.0.0.1:9/"), policy: .drain, registry: AtForkRegistry()) } catch {
+            fail(92, "TraceWriter: \(error)")
+        }
+        writer.transport.participant.detectsUnhookedForks = false
+        require(runtimeRunsAJob(writer.runtime), 1, "the writer's runtime did not run a job before the fork")
+        let child = Glibc.fork()
+        if child == 0 {
+            enterForkedChild()
+            let trace = [Span(traceID: 1, spanID: 1, parentID: 0, name: "raw", resource: "fork", service: "writer", type: "custom", start: 1, duration: 1, error: 0)]
+            writer.enqueue(trace)
+            childRequire(!writer.runtime.threadsExistHere, .recoveredWithDetectionOff)
+            writer.transport.participant.detectsUnhookedForks = true
+            writer.enqueue(trace)
+            childRequire(writer.runtime.threadsExistHere, .recoveryNotDetected)
+            childRequire(writer.runtime.generation == 2, .runtimeGeneration)
+            _exit(0)
+        }
+        require(child > 0, 2, "fork(): \(Errno.current)")
+        expectChildSuccess(child, step: 3)
         report("ok parent=\(getpid()) child=\(child)")
     }
 

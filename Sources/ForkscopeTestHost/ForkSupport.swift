@@ -26,7 +26,7 @@ func require(_ condition: Bool, _ step: Int32, _ why: @autoclosure () -> String)
 enum ChildStep: Int32, CustomStringConvertible {
     case forkGeneration = 1, runtimeGeneration, runtimeNotRunning, noJob, jobInProgressAtFork, parentJobQueued
     case sendNotEnded, sendPermitRefused, sendCancelledInChild, recoveryNotDetected, recoveredTwice, quiescing, threadNames
-    case setup, daemonSession, threadsNotDeferred, inheritedEventFD, noFreshEventFD, cancelDidNotWake
+    case setup, daemonSession, threadsNotDeferred, inheritedEventFD, noFreshEventFD, cancelDidNotWake, recoveredWithDetectionOff
 
     var description: String {
         switch self {
@@ -45,6 +45,7 @@ enum ChildStep: Int32, CustomStringConvertible {
         case .sendCancelledInChild: "a fresh send in the child was cancelled or woken"
         case .recoveryNotDetected: "recoverFromUnhookedFork() did not detect the raw fork"
         case .recoveredTwice: "recoverFromUnhookedFork() recovered twice"
+        case .recoveredWithDetectionOff: "a trace recovered from the raw fork while fork detection was off"
         case .quiescing: "the child inherited a quiescing participant"
         case .threadNames: "a thread other than main and fks-* exists"
         case .setup: "setting up the child's check failed"

@@ -87,19 +87,14 @@ public final class TraceWriter: @unchecked Sendable {
     private var lastFlush: UInt64
     private var lastGauge: UInt64 = 0
     private var stopping = false
-    /// `fks_fork_count()` when a trace last had the participant look for
-    /// an unhooked fork. Traces compare it and call the participant only
-    /// after a fork: the call retains the participant, whose count lives in
-    /// a side table (something holds it weakly), so it took the slow path
-    /// twice per trace. Atomic: request threads read it without the lock.
-    private let forkCountChecked: UnsafeMutablePointer<UInt64>
+    /// The participant's fork observer, asked on every trace before the
+    /// participant itself (see `ForkParticipant.observer`).
+    private let forkObserver: ForkObserver
 
     public init(endpoint: AgentEndpoint, policy: SendPolicy, configuration: WriterConfiguration = WriterConfiguration(),
                 timeouts: Timeouts = Timeouts(), registry: AtForkRegistry = .shared) throws(SystemError) {
         self.configuration = configuration
         building = configuration.emptyPayload()
-        forkCountChecked = .allocate(capacity: 1)
-        forkCountChecked.initialize(to: fks_fork_count())
         // Tick often enough for backoff and the once-a-second gauge; the
         // flush interval itself is checked on each tick.
         let tickMilliseconds = min(100, configuration.flushIntervalMilliseconds)
@@ -107,6 +102,7 @@ public final class TraceWriter: @unchecked Sendable {
         var hasWork: (() -> Bool)?
         runtime = WorkerRuntime(name: "flush", workers: 1, tickEvery: tickMilliseconds, tick: { flush?() }, hasWork: { hasWork?() ?? false })
         transport = try Transport(endpoint: endpoint, policy: policy, runtime: runtime, timeouts: timeouts, registry: registry)
+        forkObserver = transport.participant.observer
         lastFlush = Clock.monotonicNanoseconds()
         flush = { [unowned self] in self.tick() }
         hasWork = { [unowned self] in self.lock.withLock { self.queuedSpans > 0 || self.retry != nil } }
@@ -114,10 +110,7 @@ public final class TraceWriter: @unchecked Sendable {
         runtime.start()
     }
 
-    deinit {
-        stop()
-        forkCountChecked.deallocate()
-    }
+    deinit { stop() }
 
     /// Accepts a trace, or drops it (`buffer_full`, `closed`) with a count.
     @discardableResult
@@ -137,11 +130,7 @@ public final class TraceWriter: @unchecked Sendable {
     private func accept(spans: Int, _ encode: (inout TracePayloadEncoder) -> Void) -> Bool {
         // A raw fork() may have left us a dead flush thread and a lock
         // held by a thread that does not exist: recover before locking.
-        let forkCount = fks_fork_count()
-        if forkCount != fks_load_relaxed_u64(forkCountChecked) {
-            transport.participant.recoverFromUnhookedFork()
-            fks_store_relaxed_u64(forkCountChecked, forkCount)
-        }
+        if forkObserver.hasUnseenFork { transport.participant.recoverFromUnhookedFork() }
         let (accepted, wake): (Bool, Bool) = lock.withLock {
             counters.accepted += UInt64(spans)
             if stopping {

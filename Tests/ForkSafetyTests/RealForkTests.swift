@@ -176,6 +176,16 @@ final class RealForkTests: XCTestCase {
         XCTAssertEqual(ring.of(.mark, pid: child).filter { $0.a0 == mark.jobRan }.map(\.a2), [2], "the rebuilt runtime ran a job")
     }
 
+    /// Detection turned on after a raw fork (the C ABI allows it at run
+    /// time): the writer's next trace still recovers.
+    func testWriterRecoversOnTheFirstTraceAfterDetectionIsTurnedOnInTheChild() throws {
+        let scenario = try ForkScenario("fork-unhooked-writer")
+        try scenario.expectSuccess()
+        let child = try XCTUnwrap(scenario.reportedPid("child"))
+        let ring = try scenario.events()
+        XCTAssertEqual(ring.of(.forkDetectedWithoutHooks).map(\.pid), [child], ring.summary)
+    }
+
     /// A raw fork copies the runtime's lock held by another thread (never
     /// to be released in the child): the child's first use must still
     /// detect the fork and recover, not block on that lock.
